@@ -1,0 +1,1 @@
+"""Allocators: how much sparsity each block / layer / row gets (one module per method)."""

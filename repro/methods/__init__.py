@@ -1,0 +1,1 @@
+"""Scorers: which weights matter inside a layer (one module per method)."""

@@ -1,0 +1,65 @@
+"""Base classes of the two pruning axes: a `Scorer` ranks weights inside a layer (and may update them), an
+`Allocator` decides how much sparsity each layer (or row) gets. Any scorer composes with any allocator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from repro.prune.masks import build_mask
+from repro.prune.stats import LayerStats
+
+Target = Union[float, torch.Tensor]      # a layer's sparsity, or one sparsity per output row
+
+
+@dataclass
+class MethodConfig:
+    name: str = "?"
+
+
+class Scorer:
+    """Prunes one linear given its input statistics and its sparsity target.
+
+    Score-based methods override `score`; methods that also update weights (SparseGPT) override `prune_layer`.
+    """
+    method_name = "?"
+    needs_calibration = False
+    stats: frozenset = frozenset()
+    granularity = "row"                  # comparison group for a float target: "row" or "layer"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def score(self, name: str, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def prune_layer(self, name: str, linear: nn.Linear, stats: LayerStats, target: Target, pattern) -> None:
+        w = linear.weight.data
+        mask = build_mask(self.score(name, w, stats), target, pattern, self.granularity)
+        w[mask] = 0
+
+
+class Allocator:
+    """Returns the sparsity target of every prunable linear: `{full module name: float | per-row tensor}`."""
+    method_name = "?"
+    needs_calibration = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def allocate(self, ctx: "AllocationContext") -> Dict[str, Target]:
+        raise NotImplementedError
+
+
+@dataclass
+class AllocationContext:
+    model: nn.Module
+    adapter: object                      # repro.models.adapter.ArchAdapter
+    run: object                          # repro.config.RunConfig
+    scorer: Scorer                       # the base method (NeuronAL simulates pruning with it)
+    calib_ids: Optional[torch.Tensor]    # calibration tokens [nsamples, seqlen] (None if not loaded)
+    report: dict                         # allocators write what they searched/decided here (goes to the record)

@@ -1,0 +1,107 @@
+"""Architecture adapters: where a causal LM keeps its decoder blocks and which linears a block prunes.
+
+One small table per family instead of `if "opt" in name` branches scattered through the methods. The order of
+`linear_names` is the module-registration order the references iterate in (`find_layers`), e.g. OPT lists
+k, v, q before out_proj. `sequential_groups` are SparseGPT's `--true-sequential` groups. `downstream` maps each
+linear to the linear whose *input channels* its output rows feed (NeuronAL's row step); `None` = no mapping.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class ArchAdapter:
+    family: str
+    model_types: tuple
+    blocks_path: str                               # attribute path from the CausalLM to the ModuleList of blocks
+    linear_names: tuple                            # relative names inside one block, in reference order
+    sequential_groups: tuple                       # true-sequential pruning groups
+    downstream: Dict[str, Optional[str]] = field(default_factory=dict)
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        obj = model
+        for part in self.blocks_path.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def block_prefix(self, index: int) -> str:
+        return f"{self.blocks_path}.{index}"
+
+    def linears(self, block: nn.Module) -> Dict[str, nn.Linear]:
+        """The prunable linears of one block, keyed by their name relative to the block, in reference order."""
+        found = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        missing = [n for n in self.linear_names if n not in found]
+        if missing:
+            raise KeyError(f"{self.family} adapter expects linears {missing} in the decoder block but found "
+                           f"{sorted(found)}; the checkpoint's architecture differs from the adapter's.")
+        return {n: found[n] for n in self.linear_names}
+
+    def all_linears(self, model: nn.Module) -> Dict[str, nn.Linear]:
+        """Every prunable linear of the model, keyed by its full module name."""
+        out = {}
+        for i, block in enumerate(self.blocks(model)):
+            for n, m in self.linears(block).items():
+                out[f"{self.block_prefix(i)}.{n}"] = m
+        return out
+
+
+_LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+ADAPTERS: Dict[str, ArchAdapter] = {}
+
+
+def _register(a: ArchAdapter) -> None:
+    ADAPTERS[a.family] = a
+
+
+_register(ArchAdapter(
+    family="llama",
+    model_types=("llama", "mistral", "qwen2", "qwen3"),
+    blocks_path="model.layers",
+    linear_names=_LLAMA_LINEARS,
+    sequential_groups=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
+                       ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",)),
+    downstream={"self_attn.q_proj": "self_attn.o_proj", "self_attn.k_proj": "self_attn.o_proj",
+                "self_attn.v_proj": "self_attn.o_proj", "self_attn.o_proj": "mlp.gate_proj",
+                "mlp.gate_proj": "mlp.down_proj", "mlp.up_proj": "mlp.down_proj",
+                "mlp.down_proj": "next:self_attn.q_proj"},
+))
+_register(ArchAdapter(
+    family="opt",
+    model_types=("opt",),
+    blocks_path="model.decoder.layers",
+    linear_names=("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2"),
+    sequential_groups=(("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"), ("self_attn.out_proj",),
+                       ("fc1",), ("fc2",)),
+    # downstream: filled with NeuronAL's OPT mapping by the allocation work (read NeuroAL lib/neuroal.py first).
+))
+_register(ArchAdapter(
+    family="phi",
+    model_types=("phi",),
+    blocks_path="model.layers",
+    linear_names=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.dense", "mlp.fc1", "mlp.fc2"),
+    sequential_groups=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.dense",),
+                       ("mlp.fc1",), ("mlp.fc2",)),
+))
+
+
+def supported_model_types() -> List[str]:
+    return sorted(t for a in ADAPTERS.values() for t in a.model_types)
+
+
+def adapter_for_model_type(model_type: str) -> ArchAdapter:
+    for a in ADAPTERS.values():
+        if model_type in a.model_types:
+            return a
+    raise ValueError(f"Unsupported architecture: model_type={model_type!r}. repro knows the decoder layout of "
+                     f"{', '.join(supported_model_types())}. Add an ArchAdapter in repro/models/adapter.py "
+                     f"(where the blocks are, the names of their linears) to support it.")
+
+
+def adapter_for(model: nn.Module) -> ArchAdapter:
+    return adapter_for_model_type(getattr(model.config, "model_type", "?"))

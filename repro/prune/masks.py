@@ -1,0 +1,74 @@
+"""Mask builders: pure functions from a score matrix and a sparsity target to a boolean mask (True = prune).
+
+Scores are `[rows = outputs, cols = inputs]`; low score = pruned first. Conventions follow the references:
+- per row (Wanda, DSnoT, NeuronAL's row-wise magnitude): stable ascending sort of each row, prune the first
+  `int(cols · s)` entries (locuslab/wanda lib/prune.py);
+- per layer (magnitude in Wanda/OWL/AlphaPruning/SparseGPT `--gmp`): `t = sort(score.flatten())[int(numel · s)]`,
+  prune every entry `<= t` — ties at the threshold are all pruned, so the layer can end up slightly sparser;
+- per-row targets (NeuronAL's neuron granularity): stable *descending* sort, keep `floor((1 − s_r) · cols)`;
+- N:M: in every group of M consecutive input columns of a row, prune the N lowest (`torch.topk`, largest=False).
+  Deviation: one vectorised `topk` over all groups instead of a loop over column groups; ties inside a group may
+  break differently from the reference loop (the chosen *values* are the same).
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+Target = Union[float, torch.Tensor]
+
+
+def prune_lowest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    rows, cols = score.shape
+    k = int(cols * sparsity)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if k > 0:
+        idx = torch.sort(score, dim=-1, stable=True)[1][:, :k]
+        mask.scatter_(1, idx, True)
+    return mask
+
+
+def prune_below_layer_threshold(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    k = int(score.numel() * sparsity)
+    if k == 0:
+        return torch.zeros_like(score, dtype=torch.bool)
+    threshold = torch.sort(score.flatten())[0][k]
+    return score <= threshold
+
+
+def keep_highest_per_row(score: torch.Tensor, row_sparsity: torch.Tensor) -> torch.Tensor:
+    """Per-row targets: row r keeps its `floor((1 - s_r) · cols)` highest scores (stable descending order)."""
+    rows, cols = score.shape
+    keep = torch.floor((1 - row_sparsity.to(torch.float64)) * cols).to(torch.long).to(score.device)
+    order = torch.sort(score, dim=-1, descending=True, stable=True)[1]
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(cols, device=score.device).expand(rows, cols))
+    return rank >= keep.view(-1, 1)
+
+
+def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    rows, cols = score.shape
+    if cols % m:
+        raise ValueError(f"N:M pattern {n}:{m} needs the input dimension to be a multiple of {m}; got {cols}")
+    groups = score.view(rows, cols // m, m)
+    idx = torch.topk(groups, n, dim=-1, largest=False)[1]
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
+    return mask.view(rows, cols)
+
+
+def build_mask(score: torch.Tensor, target: Target, pattern, granularity: str = "row") -> torch.Tensor:
+    """Dispatch on the pattern (N:M), the target type (per-row tensor) and the comparison group."""
+    if pattern is not None and pattern.name == "nm":
+        return prune_n_of_m(score, pattern.n, pattern.m)
+    if isinstance(target, torch.Tensor):
+        return keep_highest_per_row(score, target)
+    if granularity == "row":
+        return prune_lowest_per_row(score, float(target))
+    if granularity == "layer":
+        return prune_below_layer_threshold(score, float(target))
+    raise ValueError(f"unknown mask granularity {granularity!r}; valid: 'row', 'layer'")
+
+
+def sparsity_of(weight: torch.Tensor) -> float:
+    return float((weight == 0).sum().item()) / weight.numel()

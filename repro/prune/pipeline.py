@@ -1,0 +1,78 @@
+"""Compose the axes: allocation (how much per layer/row) → scorer inside the engine (which weights) → pattern.
+
+`prune_model` is the only place that wires a scorer, an allocator and the engine together; methods never
+call each other directly.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional
+
+import torch
+
+from repro.methods.base import AllocationContext, Target
+from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.masks import sparsity_of
+from repro.registry import build
+
+log = logging.getLogger(__name__)
+
+
+class ApplyTargets(BlockCallback):
+    """The standard callback: prune each linear of the group with the scorer and its allocated target."""
+
+    def __init__(self, scorer, targets: Dict[str, Target], pattern):
+        self.scorer, self.targets, self.pattern = scorer, targets, pattern
+        self.stats = frozenset(scorer.stats)
+
+    def on_group(self, ctx: BlockContext) -> None:
+        for rel, linear in ctx.linears.items():
+            full = ctx.full_name(rel)
+            self.scorer.prune_layer(full, linear, ctx.stats[rel], self.targets[full], self.pattern)
+
+
+def needs_calibration(run) -> bool:
+    from repro.registry import _REGISTRY, _load_all
+
+    _load_all()
+    scorer_cls = _REGISTRY["score"][run.score.name][0]
+    alloc_cls = _REGISTRY["allocation"][run.allocation.name][0]
+    rec_cls = _REGISTRY["recovery"][run.recovery.name][0]
+    return bool(scorer_cls.needs_calibration or alloc_cls.needs_calibration
+                or getattr(rec_cls, "needs_calibration", False))
+
+
+def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor]) -> dict:
+    """Prune `model` in place according to `run`; return the report that goes into the record."""
+    scorer = build("score", run.score)
+    report: dict = {"score": run.score.name, "allocation": run.allocation.name, "pattern": run.pattern.label}
+    if run.score.name == "dense":
+        return report
+    allocator = build("allocation", run.allocation)
+    t0 = time.perf_counter()
+    alloc_report: dict = {}
+    targets = allocator.allocate(AllocationContext(model, adapter, run, scorer, calib_ids, alloc_report))
+    report["allocation_s"] = time.perf_counter() - t0
+    report["allocation_report"] = alloc_report
+    t0 = time.perf_counter()
+    engine = CalibrationEngine(model, adapter, run.engine, calib_ids if scorer.needs_calibration else None,
+                               batch_size=run.calib.batch_size)
+    engine.run(ApplyTargets(scorer, targets, run.pattern))
+    report["prune_s"] = time.perf_counter() - t0
+    return report
+
+
+def measure_sparsity(model, adapter) -> dict:
+    """Fraction of exact zeros per prunable linear and overall (decoder linears only, as the references)."""
+    per_layer, zeros, total = {}, 0, 0
+    for name, lin in adapter.all_linears(model).items():
+        w = lin.weight
+        z = int((w == 0).sum().item())
+        per_layer[name] = z / w.numel()
+        zeros += z
+        total += w.numel()
+    return {"overall": zeros / total if total else 0.0, "per_layer": per_layer}
+
+
+__all__ = ["prune_model", "measure_sparsity", "needs_calibration", "ApplyTargets", "sparsity_of"]

@@ -1,0 +1,123 @@
+"""The run record (`result.json`): identity, atomic writes, versions. Schema: docs/record.md.
+
+Identity = SHA-256 over the canonical JSON of the config fields that change numbers. Excluded (they do not
+change a number, or only where they should not): output paths and local data paths, the model's `path` (the
+same weights from the hub or a local copy are the same experiment — `model.name` names the weights), device,
+batch sizes of calibration and evaluation (results do not depend on them beyond float noise), offloading,
+logging, `force`, and the experiment label (two papers' sweeps share their common baselines).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "result.json"
+
+NON_IDENTITY_KEYS = (
+    "paths", "logger", "force", "experiment",
+    "model.path", "model.gguf_file", "model.tokenizer", "model.device",
+    "calib.local_path", "calib.batch_size",
+    "data.wikitext2.local_path", "data.c4.local_path", "data.ptb.local_path", "data.local_text.local_path",
+    "eval.ppl.batch_size", "engine.offload",
+    "eval.zeroshot.batch_size", "eval.zeroshot.include_path", "eval.zeroshot.data_dir", "eval.speed",
+)
+
+
+def _drop(d: dict, dotted: str) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.get(p) if isinstance(d, dict) else None
+        if not isinstance(d, dict):
+            return
+    d.pop(parts[-1], None)
+
+
+def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = True) -> dict:
+    """The config fields that define the experiment. A dense run ignores every pruning field (so all papers share
+    one dense run per model and protocol); a method without calibration ignores `calib`."""
+    cfg = json.loads(json.dumps(plain_cfg, default=str))
+    for key in NON_IDENTITY_KEYS:
+        _drop(cfg, key)
+    if dense:
+        for key in ("calib", "engine", "allocation", "recovery", "pattern", "sparsity"):
+            cfg.pop(key, None)
+    elif not needs_calib:
+        cfg.pop("calib", None)
+    return cfg
+
+
+def identity(plain_cfg: dict, dense: bool = False, needs_calib: bool = True) -> str:
+    fields = identity_fields(plain_cfg, dense=dense, needs_calib=needs_calib)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def run_dir(results: str | Path, ident: str) -> Path:
+    return Path(results) / "runs" / ident
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temp file in the same directory, fsync, then rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_record(path: Path) -> Optional[dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_FILE
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "repro": None, "git_commit": git_commit()}
+    for pkg in ("repro", "torch", "transformers", "datasets", "lm_eval", "hydra-core", "accelerate"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def peak_memory() -> dict:
+    import resource
+
+    import torch
+
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem = {"peak_rss_gib": rss_kib / 2**20}
+    if torch.cuda.is_available():
+        mem["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return mem
