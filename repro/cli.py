@@ -1,15 +1,27 @@
 """`repro` command line.
 
     repro run [hydra overrides...] [-m]      one run, or a multirun sweep (same as python -m repro.run)
-    repro demo                               the README's main job: SmolLM2-135M dense vs pruned, offline
+    repro demo [overrides...]                the README's main job: SmolLM2-135M dense vs pruned, offline
+    repro status ...                         the grid of a sweep/experiment with each job's status
+    repro tables <paper> ...                 a paper's tables rebuilt from the run records, vs reported numbers
+    repro diff <runA> <runB>                 what differs between two runs (config, protocol, metrics)
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 
+# subcommand -> (module, function taking the remaining argv). Each owner module parses its own arguments.
+COMMANDS = {
+    "run": ("repro.cli", "run_main"),
+    "demo": ("repro.demo", "demo_main"),
+    "status": ("repro.runner.status", "status_main"),
+    "tables": ("repro.collect.cli", "tables_main"),
+    "diff": ("repro.collect.cli", "diff_main"),
+}
 
-def _run(argv):
+
+def run_main(argv) -> None:
     from repro.run import hydra_main
 
     sys.argv = ["repro run", *argv]
@@ -18,18 +30,13 @@ def _run(argv):
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "run":
-        return _run(argv[1:])
-    parser = argparse.ArgumentParser(prog="repro", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run one experiment or a sweep (Hydra overrides follow)")
-    demo = sub.add_parser("demo", help="SmolLM2-135M dense vs pruned on the bundled text (offline, CPU)")
-    demo.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. sparsity=0.6")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from repro.demo import demo as run_demo
-        run_demo(args.overrides)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"repro: unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module, func = COMMANDS[argv[0]]
+    getattr(importlib.import_module(module), func)(argv[1:])
 
 
 if __name__ == "__main__":

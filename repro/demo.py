@@ -45,3 +45,11 @@ def format_table(records) -> str:
     lines.append(f"\n*{fp['windows']} windows x {fp['seqlen']} tokens of the bundled WikiText-2 test slice "
                  f"(not the full-split protocol). Records: {', '.join(r['run_dir'] for r in records)}")
     return "\n".join(lines)
+
+
+def demo_main(argv) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="repro demo", description=__doc__)
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. sparsity=0.6")
+    demo(p.parse_args(argv).overrides)
