@@ -1,0 +1,66 @@
+"""The paper's evaluation protocol vs a run's fingerprint (`record["protocol"]`): what differs, in words.
+
+A layout (`tables.yaml`) states the protocol its reported numbers assume, e.g.
+
+    protocol: {seqlen: 2048, dtype: float16, ppl_source: hub, ppl_all_windows: true,
+               calib: c4, calib_nsamples: 128, calib_seed: 0}
+
+and each record used in a cell is checked against it. The verdict of the cell is kept (the numbers are what they
+are) but the cell is flagged "protocol differs" and the differences are listed, e.g. `ppl source local (paper: hub)`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from repro.collect.keys import config_value
+
+
+def _ppl(record, metric_name):
+    ds = metric_name.split(".", 1)[1] if metric_name.startswith("ppl.") else None
+    return (record.get("protocol", {}).get("ppl", {}) or {}).get(ds) if ds else None
+
+
+def _seqlen(record, metric_name):
+    fp = _ppl(record, metric_name)
+    return (fp or {}).get("seqlen", record.get("protocol", {}).get("seqlen"))
+
+
+def _calib(field: str) -> Callable:
+    def get(record, metric_name):
+        cal = record.get("protocol", {}).get("calibration")
+        if cal is None:           # dense runs and calibration-free methods have none: nothing to compare
+            return _SKIP
+        return cal.get(field)
+    return get
+
+
+_SKIP = object()
+
+# name -> (extractor(record, metric) -> value, how to say it)
+CHECKS = {
+    "seqlen": (_seqlen, "seqlen"),
+    "dtype": (lambda r, m: r.get("protocol", {}).get("dtype", config_value(r, "config.model.dtype")), "dtype"),
+    "ppl_source": (lambda r, m: (((_ppl(r, m) or {}).get("source") or {}).get("kind")) if _ppl(r, m) else _SKIP,
+                   "ppl data source"),
+    "ppl_all_windows": (lambda r, m: ((_ppl(r, m) or {}).get("max_windows") is None) if _ppl(r, m) else _SKIP,
+                        "all ppl windows"),
+    "calib": (_calib("name"), "calibration set"),
+    "calib_nsamples": (_calib("nsamples"), "calibration samples"),
+    "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
+    "calib_seed": (_calib("seed"), "calibration seed"),
+}
+
+
+def deviations(record: dict, metric_name: str, expected: Optional[dict]) -> list:
+    """Human-readable differences between a record's fingerprint and the paper protocol (empty if none)."""
+    out = []
+    for name, want in (expected or {}).items():
+        get, words = CHECKS[name]
+        got = get(record, metric_name)
+        if got is _SKIP or got == want:
+            continue
+        if isinstance(want, bool):
+            out.append(f"{words}: {'yes' if got else 'no'} (paper: {'yes' if want else 'no'})")
+        else:
+            out.append(f"{words} {got} (paper: {want})")
+    return out

@@ -1,0 +1,137 @@
+"""Run records from disk: found, version-checked, migrated, deduplicated by identity.
+
+    recs = load_records("results")          # every results/runs/*/result.json with status ok
+    recs.records, recs.skipped              # the usable records; (path, reason) for the rest
+
+Records are the source of truth (docs/record.md). Two records with the same identity are the same experiment
+(e.g. the same run copied into two results directories): the collector counts it once, keeping the newest.
+Records of an older `schema_version` are upgraded by the functions in `MIGRATIONS` (version -> record of
+version + 1); a record too old for the chain, or written by a newer repro, is skipped with a message that says
+what to do (rerun it with `force=true`, or upgrade repro).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable
+
+from repro.record import RECORD_FILE, SCHEMA_VERSION
+from repro.collect.yamlio import DataFileError
+
+log = logging.getLogger("repro.collect")
+
+# schema_version v -> function turning a v record into a v+1 record. Version 1 is the first released schema;
+# add an entry here whenever repro.record.SCHEMA_VERSION is bumped.
+MIGRATIONS: Dict[int, Callable[[dict], dict]] = {}
+SEED_FIELDS = (("seed",), ("calib", "seed"))
+
+
+@dataclass
+class RecordSet:
+    records: list = field(default_factory=list)        # ok records, one per identity
+    skipped: list = field(default_factory=list)        # (path, reason)
+    duplicates: int = 0
+    roots: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def frame(self):
+        """One row per record: key fields, seeds, identity, run dir and every metric (pandas DataFrame)."""
+        return records_frame(self.records)
+
+
+def record_files(root: Path) -> list:
+    if (root / "runs").is_dir():
+        root = root / "runs"
+    if (root / RECORD_FILE).is_file():
+        return [root / RECORD_FILE]
+    return sorted(root.glob(f"*/{RECORD_FILE}"))
+
+
+def migrate(record: dict, path) -> dict:
+    """Bring a record to SCHEMA_VERSION or raise ValueError saying why it cannot be read."""
+    version = record.get("schema_version")
+    if not isinstance(version, int):
+        raise ValueError("no integer `schema_version`: not a repro run record (docs/record.md)")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version} is newer than this repro reads ({SCHEMA_VERSION}): upgrade repro")
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise ValueError(f"schema_version {version} has no migration to {SCHEMA_VERSION}: rerun the experiment "
+                             f"with force=true, or add MIGRATIONS[{version}] in repro/collect/records.py")
+        record = MIGRATIONS[version](record)
+        version += 1
+        record["schema_version"] = version
+    return record
+
+
+def load_records(results: str | Path | Iterable, include_failed: bool = False) -> RecordSet:
+    """Read every record under one or more results directories (`<dir>/runs/*/result.json`)."""
+    roots = [Path(results)] if isinstance(results, (str, Path)) else [Path(r) for r in results]
+    out = RecordSet(roots=roots)
+    best: dict = {}
+    for root in roots:
+        if not root.is_dir():
+            raise DataFileError(root, None, "--results", str(root), "an existing results directory",
+                                "Runs write to <results>/runs/<identity>/result.json (paths.results).")
+        for path in record_files(root):
+            try:
+                rec = migrate(json.loads(path.read_text()), path)
+            except (OSError, json.JSONDecodeError, ValueError) as e:
+                out.skipped.append((str(path), str(e).splitlines()[0]))
+                continue
+            if rec.get("status") != "ok" and not include_failed:
+                out.skipped.append((str(path), f"status {rec.get('status')!r}"))
+                continue
+            rec.setdefault("run_dir", str(path.parent))
+            ident = rec.get("identity") or str(path.parent)
+            if ident in best:
+                out.duplicates += 1
+                if str(rec.get("finished_at", "")) <= str(best[ident].get("finished_at", "")):
+                    continue
+            best[ident] = rec
+    out.records = list(best.values())
+    for path, reason in out.skipped:
+        log.info("skipped %s: %s", path, reason)
+    return out
+
+
+def variant_id(record: dict) -> str:
+    """The identity without the seeds: records that differ only by seed are repeats of one experiment."""
+    fields = json.loads(json.dumps(record.get("identity_fields") or record.get("config") or {}, default=str))
+    for path in SEED_FIELDS:
+        node = fields
+        for p in path[:-1]:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _flatten(prefix: str, node, out: dict) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        out[prefix] = float(node)
+
+
+def records_frame(records: list):
+    import pandas as pd
+
+    from repro.collect.keys import record_key_fields
+
+    rows = []
+    for r in records:
+        cfg = r.get("config", {})
+        row = {**record_key_fields(r), "seed": cfg.get("seed"), "calib_seed": (cfg.get("calib") or {}).get("seed"),
+               "identity": r.get("identity"), "variant": variant_id(r), "run_dir": r.get("run_dir"),
+               "status": r.get("status"), "paper": (cfg.get("experiment") or {}).get("paper"),
+               "sparsity_measured": (r.get("sparsity") or {}).get("overall")}
+        _flatten("", r.get("metrics", {}), row)
+        rows.append(row)
+    return pd.DataFrame(rows)
