@@ -1,4 +1,4 @@
-"""The README's main job: SmolLM2-135M, dense vs pruned at 50%, on the bundled WikiText-2 slice, offline.
+"""The README's main job: SmolLM2-135M dense vs magnitude and Wanda at 50%, bundled WikiText-2 slice, offline.
 
 Each row is an ordinary run (its own record under results/runs/); a second call reuses the records.
 """
@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from repro.run import CONF_DIR, execute
 
-DEMO_METHODS = ("score=dense", "score=magnitude")
+DEMO_METHODS = (("score=dense",), ("score=magnitude",), ("score=wanda", "calib.nsamples=16"))
 
 
 def demo(extra_overrides=()) -> list:
@@ -20,7 +20,7 @@ def demo(extra_overrides=()) -> list:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         for method in DEMO_METHODS:
             t = time.perf_counter()
-            cfg = compose("config", overrides=["env=offline", method, *extra_overrides])
+            cfg = compose("config", overrides=["env=offline", *method, *extra_overrides])
             rec = execute(cfg)
             rec["_wall_s"] = time.perf_counter() - t
             records.append(rec)
