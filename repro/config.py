@@ -118,10 +118,55 @@ class PerplexityConfig:
 
 
 @dataclass
+class ZeroShotConfig:
+    """lm-eval zero-shot accuracy (repro.eval.zeroshot). Task-level checks run in `check_zeroshot` (preflight)."""
+    tasks: list = field(default_factory=lambda: ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy",
+                                                 "arc_challenge", "openbookqa"])
+    metric: str = "acc"                  # the metric reported for every task ...
+    metrics: dict = field(default_factory=dict)   # ... unless overridden here: {task: acc_norm}
+    num_fewshot: int = 0
+    batch_size: int = 8                  # lm-eval batch; moves results only by float noise (not in the identity)
+    limit: Optional[float] = None        # first N docs per task (int) or a fraction (<1); None = all
+    add_bos_token: Optional[bool] = False  # papers: no BOS (lm-eval 0.3, add_special_tokens=False); None = tokenizer's
+    data_dir: Optional[str] = None       # local data: <data_dir>/<task>.jsonl in the dataset's original schema
+    include_path: Optional[str] = None   # extra lm-eval task YAML directory (custom tasks)
+    revisions: dict = field(default_factory=dict)  # hub dataset revision per task: {boolq: <commit>}
+    bootstrap_iters: int = 100000        # lm-eval's default; acc stderr is analytic anyway
+
+    def __post_init__(self):
+        if not self.tasks:
+            raise ConfigError("eval.zeroshot.tasks", self.tasks, "a non-empty list of lm-eval task names")
+        check_range("eval.zeroshot.num_fewshot", self.num_fewshot, lo=0)
+        check_range("eval.zeroshot.batch_size", self.batch_size, lo=1)
+        check_range("eval.zeroshot.bootstrap_iters", self.bootstrap_iters, lo=0)
+        if self.limit is not None:
+            check_range("eval.zeroshot.limit", self.limit, lo=0, lo_open=True)
+
+
+@dataclass
+class SpeedConfig:
+    """Inference speed (repro.eval.speed); defaults = Lua-LLM's protocol (batch 8, 32 in, 256 out)."""
+    batch_size: int = 8
+    input_tokens: int = 32
+    output_tokens: int = 256
+    warmup: int = 1                      # untimed repetitions first
+    repeats: int = 3                     # timed repetitions; the median is reported
+    kernel: str = "auto"                 # auto | dense | semi_structured (2:4 on CUDA; auto picks it when possible)
+    seed: int = 0                        # the random prompt tokens
+
+    def __post_init__(self):
+        for name in ("batch_size", "input_tokens", "repeats"):
+            check_range(f"eval.speed.{name}", getattr(self, name), lo=1)
+        check_range("eval.speed.output_tokens", self.output_tokens, lo=2)   # 1 from the prefill + >= 1 decode step
+        check_range("eval.speed.warmup", self.warmup, lo=0)
+        check_choice("eval.speed.kernel", self.kernel, ("auto", "dense", "semi_structured"))
+
+
+@dataclass
 class EvalConfig:
     ppl: PerplexityConfig = field(default_factory=PerplexityConfig)
-    zeroshot: Optional[dict] = None      # see repro.eval.zeroshot (None = not run)
-    speed: Optional[dict] = None         # see repro.eval.speed (None = not run)
+    zeroshot: Optional[ZeroShotConfig] = None  # see repro.eval.zeroshot (None = not run)
+    speed: Optional[SpeedConfig] = None        # see repro.eval.speed (None = not run)
 
 
 @dataclass

@@ -26,7 +26,9 @@ NON_IDENTITY_KEYS = (
     "calib.local_path", "calib.batch_size",
     "data.wikitext2.local_path", "data.c4.local_path", "data.ptb.local_path", "data.local_text.local_path",
     "eval.ppl.batch_size", "engine.offload",
-    "eval.zeroshot.batch_size", "eval.zeroshot.include_path", "eval.zeroshot.data_dir", "eval.speed",
+    "eval.zeroshot.batch_size", "eval.zeroshot.include_path", "eval.speed",
+    # eval.zeroshot.data_dir stays IN the identity: fixture or partial local data must never share a run (and a
+    # collector cell) with the hub data; the price is that the same data in two directories gives two runs.
 )
 
 

@@ -50,7 +50,7 @@ def preflight(run: RunConfig) -> None:
         check_zeroshot(run.eval.zeroshot)
     if run.eval.speed:
         from repro.eval.speed import check_speed
-        check_speed(run.eval.speed)
+        check_speed(run.eval.speed, run)
 
 
 def run_identity(run: RunConfig) -> str:
@@ -149,7 +149,8 @@ def _run_steps(run: RunConfig, record: dict, out_dir: Path) -> None:
 
     if run.eval.speed and run.score.name != "dense":
         from repro.eval.speed import evaluate_speed
-        record["metrics"]["speed_dense"], _ = evaluate_speed(model, tokenizer, run.eval.speed)
+        record["metrics"]["speed_dense"], record["protocol"]["speed_dense"] = evaluate_speed(
+            model, tokenizer, run.eval.speed)
 
     t = time.perf_counter()
     record["prune"] = prune_model(model, adapter, run, calib.input_ids if calib is not None else None)
@@ -168,6 +169,9 @@ def _run_steps(run: RunConfig, record: dict, out_dir: Path) -> None:
     timings["eval_s"] = time.perf_counter() - t
     record["metrics"].update(metrics)
     record["protocol"].update(protocol)
+    if "speed" in metrics and "speed_dense" in record["metrics"]:
+        from repro.eval.speed import speedups
+        record["metrics"]["speed"].update(speedups(record["metrics"]["speed_dense"], metrics["speed"]))
 
 
 def _mirror(run: RunConfig, record: dict) -> None:
