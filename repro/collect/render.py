@@ -123,10 +123,10 @@ def tex_escape(s) -> str:
 
 
 def tex_cell(cell: Cell, spec: str) -> str:
-    ours = "--" if not cell.n else fmt(cell.mean, spec) + (rf"$\pm${fmt(cell.std, spec)}" if cell.std is not None else "")
-    rep = paper_text(cell, spec)
+    ours = "--" if not cell.n else tex_escape(fmt(cell.mean, spec)) + (
+        r"$\pm$" + tex_escape(fmt(cell.std, spec)) if cell.std is not None else "")
     mark = TEX_MARKS[cell.verdict] + (r"\dag" if cell.protocol_differs else "")
-    return f"{tex_escape(ours)} ({tex_escape(rep)})" + (rf"\textsuperscript{{{mark}}}" if mark else "")
+    return f"{ours} ({tex_escape(paper_text(cell, spec))})" + (rf"\textsuperscript{{{mark}}}" if mark else "")
 
 
 def table_latex(t: TableResult, paper: str = "") -> str:

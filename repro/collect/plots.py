@@ -1,0 +1,77 @@
+"""Plots of a filled paper: perplexity vs sparsity per method, reported (dashed, open markers) vs reproduced
+(solid, filled markers, error bars = std over seeds). One figure per (model, perplexity dataset) that has at least
+one number. Returned as matplotlib figures or base64 PNG (for the self-contained HTML report).
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+from repro.collect.compare import PaperResult
+
+
+def ppl_points(result: PaperResult) -> dict:
+    """{(model, metric): {method: {"reported": [(x, y)], "ours": [(x, y, std)]}}} over the paper's plotted
+    tables; each cell key counted once. Dense is method "dense" (drawn as a horizontal line)."""
+    groups: dict = {}
+    seen = set()
+    for t in result.tables.values():
+        if not t.table.plot:
+            continue
+        for c in t.cells:
+            if not c.key.metric.startswith("ppl.") or c.key in seen:
+                continue
+            seen.add(c.key)
+            method = c.key.method_label() + ("" if c.key.pattern in (None, "unstructured") else f" {c.key.pattern}")
+            series = groups.setdefault((c.key.model, c.key.metric), {}).setdefault(method, {"reported": [], "ours": []})
+            x = c.key.sparsity if c.key.sparsity is not None else 0.0
+            if c.reported_value is not None:
+                series["reported"].append((x, c.reported_value))
+            if c.n:
+                series["ours"].append((x, c.mean, c.std or 0.0))
+    return {k: v for k, v in groups.items() if any(s["reported"] or s["ours"] for s in v.values())}
+
+
+def ppl_figures(result: PaperResult) -> list:
+    """[(title, matplotlib Figure)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    for (model, metric), series in sorted(ppl_points(result).items()):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (method, s) in enumerate(sorted(series.items())):
+            color = "0.4" if method == "dense" else colors[i % len(colors)]
+            if method == "dense":
+                for (x, y) in s["reported"]:
+                    ax.axhline(y, color=color, ls="--", lw=1, label="dense (paper)")
+                for (x, y, _) in s["ours"]:
+                    ax.axhline(y, color=color, ls="-", lw=1, label="dense (ours)")
+                continue
+            if s["reported"]:
+                xs, ys = zip(*sorted(s["reported"]))
+                ax.plot(xs, ys, ls="--", marker="o", mfc="none", color=color, label=f"{method} (paper)")
+            if s["ours"]:
+                xs, ys, es = zip(*sorted(s["ours"]))
+                ax.errorbar(xs, ys, yerr=es, ls="-", marker="o", color=color, capsize=3, label=f"{method} (ours)")
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel(f"{metric.split('.', 1)[1]} perplexity")
+        ax.set_title(f"{result.paper}: {model}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        figs.append((f"{model} — {metric}", fig))
+    return figs
+
+
+def figure_png_base64(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
