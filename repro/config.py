@@ -243,10 +243,28 @@ def _structured_merge(schema_cls, node, where: str):
         raise
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        valid = ", ".join(f.name for f in dataclasses.fields(schema_cls))
+        parent_name, parent_cls = _parent_schema(schema_cls, key)
+        valid = ", ".join(f.name for f in dataclasses.fields(parent_cls))
         raise ConfigError(f"{where}.{key}" if where else key, getattr(e, "value", None),
-                          f"a valid field of the `{where or 'run'}` config ({valid}) with the right type",
+                          f"a valid field of `{parent_name or where or 'run'}` ({valid}) with the right type",
                           f"OmegaConf said: {str(e).splitlines()[0]}") from None
+
+
+def _parent_schema(schema_cls, dotted_key: str):
+    """The dataclass that owns the last component of `dotted_key` (to list its valid fields)."""
+    import typing
+
+    cls, path = schema_cls, []
+    for part in dotted_key.split(".")[:-1]:
+        hints = typing.get_type_hints(cls)
+        sub = hints.get(part)
+        if sub is not None and typing.get_origin(sub) is typing.Union:
+            sub = next((a for a in typing.get_args(sub) if dataclasses.is_dataclass(a)), None)
+        if not (sub is not None and dataclasses.is_dataclass(sub)):
+            break
+        cls = sub
+        path.append(part)
+    return ".".join(path), cls
 
 
 def load_run_config(cfg: DictConfig | dict) -> RunConfig:
