@@ -191,10 +191,13 @@ class EngineConfig:
     true_sequential: bool = False        # prune q/k/v, o, gate/up, down in turn (SparseGPT's flag)
     stats_dtype: str = "float32"         # statistics accumulate in this dtype
     offload: bool = False                # keep blocks and activations on CPU, move one block at a time
+    device: Optional[str] = None         # where offloaded blocks run (None: cuda if available, else cpu)
 
     def __post_init__(self):
         check_choice("engine.propagate", self.propagate, ("pruned", "dense"))
         check_choice("engine.stats_dtype", self.stats_dtype, ("float32", "float64"))
+        if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError("engine.device", self.device, "'cpu', 'cuda' or 'cuda:<index>'")
 
 
 @dataclass

@@ -43,6 +43,10 @@ def preflight(run: RunConfig) -> None:
             raise ConfigError("calib", "none", "a calibration set (c4, wikitext2, local_text)",
                               f"score={run.score.name} allocation={run.allocation.name} needs calibration data.")
         check_calibration(run.calib)
+        _check_calibration_context(run)
+    if run.score.name == "sparsegpt" and run.pattern.name == "nm" and run.score.blocksize % run.pattern.m:
+        raise ConfigError("score.blocksize", run.score.blocksize,
+                          f"a multiple of M = {run.pattern.m} for the {run.pattern.label} pattern")
     for name in run.eval.ppl.datasets:
         check_source(name, getattr(run.data, name))
     if run.eval.zeroshot:
@@ -51,6 +55,26 @@ def preflight(run: RunConfig) -> None:
     if run.eval.speed:
         from repro.eval.speed import check_speed
         check_speed(run.eval.speed, run)
+
+
+def _known_context(model_cfg) -> int | None:
+    """max_position_embeddings when it is known without loading weights (random config, local config.json)."""
+    import json
+
+    if model_cfg.random_init is not None:
+        return model_cfg.random_init.get("max_position_embeddings")
+    config_json = Path(model_cfg.path).expanduser() / "config.json"
+    if config_json.is_file():
+        return json.loads(config_json.read_text()).get("max_position_embeddings")
+    return None
+
+
+def _check_calibration_context(run: RunConfig) -> None:
+    context = _known_context(run.model)
+    seqlen = run.calib.seqlen or run.model.seqlen
+    if context is not None and seqlen is not None and seqlen > context:
+        field = "calib.seqlen" if run.calib.seqlen else "model.seqlen"
+        raise ConfigError(field, seqlen, f"at most the model's context (max_position_embeddings = {context})")
 
 
 def run_identity(run: RunConfig) -> str:

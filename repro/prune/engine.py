@@ -9,19 +9,42 @@
         callback.after_block(ctx, outputs)      # e.g. restore weights (NeuronAL's search), read activations
         next block's inputs = outputs
 
+References: locuslab/wanda lib/prune.py (prepare_calibration_input, prune_wanda), IST-DASLab/sparsegpt llama.py
+/opt.py (llama_sequential, `--true-sequential` groups). Sample config: `engine=default` (conf/engine/default.yaml)
+with `calib.batch_size=8`; `engine.offload=true engine.device=cuda` for models larger than the GPU.
+
+Public API (used by every method; extend, keep backward compatible):
+- `CalibrationEngine(model, adapter, engine_cfg, input_ids, batch_size).run(callback)`.
+- `BlockCallback`: `stats` (kinds from `repro.prune.stats.STAT_KINDS`), `on_group(ctx)`, `after_block(ctx, outputs)`.
+- `BlockContext`: `index`, `prefix`, `block`, `linears` (this group), `stats` (`LayerStats` per linear),
+  `inputs` (`BlockInputs` entering the block), `group_index`, `full_name(rel)`. Linears that read the *same*
+  input tensor (q/k/v; gate/up; OPT k/v/q) get the *same* `LayerStats` object (`ctx.stats[a] is ctx.stats[b]`):
+  the statistic is accumulated once and derived quantities (`LayerStats.derived`) are shared.
+- `capture_block_inputs(model, adapter, input_ids, batch_size, store_device)`, `forward_block(block, inputs)`.
+
 Keyword arguments are captured once per batch size with a forward pre-hook and replayed verbatim, so rotary
 `position_embeddings`, `cache_position`, causal masks and whatever a future transformers adds reach the block
 (the references' Catcher kept only attention_mask/position_ids and broke on transformers >= 4.45).
 
+Speed: the statistics pass stops a block's forward as soon as every hooked linear has seen its input (when the
+dense outputs are not needed), and a statistic shared by several linears is accumulated once.
+
+Offload (`engine.offload=true`): blocks and activations stay on CPU; during capture the non-block modules
+(embeddings, rotary tables, final norm, head) visit `engine.device`, then each block is moved there while it is
+calibrated and pruned and moved back; activations travel one batch at a time. The logic is exercised on CPU by
+the tests (CPU→CPU); the CUDA path is untested here (no GPU on the development machine).
+
 Deviations from the references: calibration sequences go through each block `batch_size` at a time (the
 references loop one sequence at a time); statistics are accumulated as sums and divided by the number of
-sequences at the end (the references keep a running mean) — equal up to float rounding.
+sequences at the end (the references keep a running mean) — equal up to float rounding; a block's forward for
+statistics may stop before its last module (its output is then recomputed by the pruned re-forward, as in the
+references, which also discard the statistics pass's outputs).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -39,7 +62,7 @@ class _StopForward(Exception):
 
 def _to(obj, device):
     if isinstance(obj, torch.Tensor):
-        return obj.to(device)
+        return obj.to(device, non_blocking=True)
     if isinstance(obj, tuple):
         return tuple(_to(o, device) for o in obj)
     if isinstance(obj, list):
@@ -51,6 +74,19 @@ def _to(obj, device):
 
 def _module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
+
+
+def _move_outside_blocks(model: nn.Module, adapter: ArchAdapter, device) -> None:
+    """Move every parameter and buffer that is not inside a decoder block (embeddings, rotary, norm, head)."""
+    blocks = adapter.blocks(model)
+    inside = {id(m) for m in blocks.modules()}
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            p.data = p.data.to(device)
+        for name, b in module.named_buffers(recurse=False):
+            module._buffers[name] = b.to(device)
 
 
 @dataclass
@@ -67,6 +103,7 @@ class BlockInputs:
 @torch.no_grad()
 def capture_block_inputs(model, adapter: ArchAdapter, input_ids: torch.Tensor, batch_size: int,
                          store_device: Optional[torch.device] = None) -> BlockInputs:
+    """Run the model up to block 0 for each batch of `input_ids`; keep block 0's inputs and keyword arguments."""
     block0 = adapter.blocks(model)[0]
     seen: dict = {}
 
@@ -99,14 +136,26 @@ def capture_block_inputs(model, adapter: ArchAdapter, input_ids: torch.Tensor, b
 
 
 @torch.no_grad()
-def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = None) -> List[torch.Tensor]:
+def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = None,
+                  keep_outputs: bool = True, before_batch=None) -> List[torch.Tensor]:
+    """Run `block` on every batch of `inputs` with its replayed kwargs; outputs land where the inputs live.
+
+    `before_batch()` is called before each batch; a hook raising `_StopForward` ends that batch early (then no
+    output is kept for it — use `keep_outputs=False`).
+    """
     device = _module_device(block)
     outs = []
     for x in inputs.batches:
         kwargs = _to(inputs.call_kwargs[x.shape[0]], device)
-        y = block(x.to(device), **kwargs)
-        y = y[0] if isinstance(y, (tuple, list)) else y
-        outs.append(y.to(x.device))
+        if before_batch is not None:
+            before_batch()
+        try:
+            y = block(x.to(device, non_blocking=True), **kwargs)
+        except _StopForward:
+            continue
+        if keep_outputs:
+            y = y[0] if isinstance(y, (tuple, list)) else y
+            outs.append(y.to(x.device, non_blocking=True))
     return outs
 
 
@@ -117,7 +166,7 @@ class BlockContext:
     prefix: str                                  # e.g. "model.layers.3"
     block: nn.Module
     linears: Dict[str, nn.Linear]                # the group being pruned now: relative name -> module
-    stats: Dict[str, LayerStats]                 # statistics of those linears' inputs
+    stats: Dict[str, LayerStats]                 # statistics of those linears' inputs (shared when inputs are)
     inputs: Optional[BlockInputs]                # activations entering the block (None without calibration)
     group_index: int = 0
 
@@ -143,36 +192,95 @@ def _check_finite(ctx: BlockContext) -> None:
                                      f"(block {ctx.index}, layer {name})")
 
 
+class _StatsCollector:
+    """Forward hooks that feed each hooked linear's input to its `LayerStats`.
+
+    On the first batch, linears whose input is the very same tensor object share one `LayerStats`; later batches
+    accumulate it once. With `stop_early`, the block's forward is interrupted once every hooked linear has seen
+    its input.
+    """
+
+    def __init__(self, linears: Dict[str, nn.Linear], kinds: frozenset, dtype: torch.dtype, stop_early: bool):
+        self.linears, self.kinds, self.dtype, self.stop_early = linears, kinds, dtype, stop_early
+        self.stats: Dict[str, LayerStats] = {}
+        self.owner: Dict[str, str] = {}
+        self._first_batch_inputs: list = []
+        self._pending: set = set()
+
+    def start_batch(self) -> None:
+        self._pending = set(self.linears)
+
+    def _hook(self, name):
+        def hook(module, args, out):
+            x = args[0]
+            if name not in self.owner:
+                shared = next((other for t, other in self._first_batch_inputs if t is x), None)
+                self.owner[name] = shared or name
+                self.stats[name] = self.stats[shared] if shared else LayerStats(self.kinds, self.dtype)
+                self._first_batch_inputs.append((x, name))
+            if self.owner[name] == name:
+                self.stats[name].add(x.reshape(-1, x.shape[-1]), nseq=x.shape[0] if x.dim() == 3 else 1)
+            self._pending.discard(name)
+            if self.stop_early and not self._pending:
+                raise _StopForward
+        return hook
+
+    def attach(self):
+        return [lin.register_forward_hook(self._hook(n)) for n, lin in self.linears.items()]
+
+    def finish(self) -> None:
+        self._first_batch_inputs.clear()
+
+
 class CalibrationEngine:
     def __init__(self, model, adapter: ArchAdapter, engine_cfg, input_ids: Optional[torch.Tensor],
                  batch_size: int = 8, progress: bool = True):
         self.model, self.adapter, self.cfg = model, adapter, engine_cfg
         self.input_ids, self.batch_size, self.progress = input_ids, batch_size, progress
         self.stats_dtype = getattr(torch, engine_cfg.stats_dtype)
+        self.offload = bool(getattr(engine_cfg, "offload", False))
+        device = getattr(engine_cfg, "device", None)
+        if self.offload:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        else:
+            self.device = None           # blocks run where they are
 
     def groups(self) -> tuple:
         return self.adapter.sequential_groups if self.cfg.true_sequential else (self.adapter.linear_names,)
 
+    def _capture(self) -> BlockInputs:
+        if not self.offload:
+            return capture_block_inputs(self.model, self.adapter, self.input_ids, self.batch_size)
+        home = _module_device(self.model.get_input_embeddings())
+        _move_outside_blocks(self.model, self.adapter, self.device)
+        try:
+            return capture_block_inputs(self.model, self.adapter, self.input_ids, self.batch_size,
+                                        store_device=torch.device("cpu"))
+        finally:
+            _move_outside_blocks(self.model, self.adapter, home)
+
     def run(self, callback: BlockCallback) -> None:
         blocks = self.adapter.blocks(self.model)
-        inputs = None
-        if self.input_ids is not None:
-            inputs = capture_block_inputs(self.model, self.adapter, self.input_ids, self.batch_size)
+        kinds = frozenset(callback.stats)
+        inputs = self._capture() if self.input_ids is not None else None
         it = tqdm(range(len(blocks)), desc="prune blocks", unit="block", disable=not self.progress)
         for i in it:
             block = blocks[i]
+            home = _module_device(block)
+            if self.offload:
+                block.to(self.device)
             all_linears = self.adapter.linears(block)
-            dense_outs = None
-            ctx = None
+            dense_outs, ctx = None, None
             for g, group in enumerate(self.groups()):
                 linears = {n: all_linears[n] for n in group}
-                stats = {n: LayerStats(callback.stats, self.stats_dtype) for n in group}
-                if inputs is not None:
-                    outs = self._forward_collecting(block, linears, stats, inputs, callback.stats)
-                    if g == 0:
+                want_dense = inputs is not None and g == 0 and self.cfg.propagate == "dense"
+                stats = {n: LayerStats(kinds, self.stats_dtype) for n in group}
+                if inputs is not None and (kinds or want_dense):
+                    stats, outs = self._forward_collecting(block, linears, kinds, inputs, keep_outputs=want_dense)
+                    if want_dense:
                         dense_outs = outs
                 for name, st in stats.items():
-                    st.check_finite(f"{self.adapter.block_prefix(i)}.{name}")
+                    st.check_finite(f"{self.adapter.block_prefix(i)}.{name} (block {i}, layer {name})")
                 ctx = BlockContext(i, self.adapter.block_prefix(i), block, linears, stats, inputs, g)
                 callback.on_group(ctx)
                 _check_finite(ctx)
@@ -180,20 +288,20 @@ class CalibrationEngine:
             if inputs is not None:
                 outputs = dense_outs if self.cfg.propagate == "dense" else forward_block(block, inputs)
             callback.after_block(ctx, outputs)
+            if self.offload:
+                block.to(home)
             if inputs is not None:
                 inputs = BlockInputs(outputs, inputs.call_kwargs)
 
     @torch.no_grad()
-    def _forward_collecting(self, block, linears, stats, inputs, kinds) -> List[torch.Tensor]:
-        handles = []
-        if kinds:
-            for name, lin in linears.items():
-                def hook(mod, args, out, _st=stats[name]):
-                    x = args[0]
-                    _st.add(x.reshape(-1, x.shape[-1]), nseq=x.shape[0] if x.dim() == 3 else 1)
-                handles.append(lin.register_forward_hook(hook))
+    def _forward_collecting(self, block, linears, kinds, inputs, keep_outputs: bool):
+        collector = _StatsCollector(linears, kinds, self.stats_dtype, stop_early=not keep_outputs)
+        handles = collector.attach() if kinds else []
         try:
-            return forward_block(block, inputs)
+            outs = forward_block(block, inputs, keep_outputs=keep_outputs, before_batch=collector.start_batch)
         finally:
             for h in handles:
                 h.remove()
+            collector.finish()
+        stats = {n: collector.stats.get(n) or LayerStats(kinds, self.stats_dtype) for n in linears}
+        return stats, outs

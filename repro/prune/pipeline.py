@@ -27,9 +27,14 @@ class ApplyTargets(BlockCallback):
         self.stats = frozenset(scorer.stats)
 
     def on_group(self, ctx: BlockContext) -> None:
-        for rel, linear in ctx.linears.items():
-            full = ctx.full_name(rel)
-            self.scorer.prune_layer(full, linear, ctx.stats[rel], self.targets[full], self.pattern)
+        items = [(ctx.full_name(rel), linear, ctx.stats[rel], self.targets[ctx.full_name(rel)])
+                 for rel, linear in ctx.linears.items()]
+        prune_group = getattr(self.scorer, "prune_group", None)    # SparseGPT: one pass per shared Hessian
+        if prune_group is not None:
+            prune_group(items, self.pattern)
+            return
+        for full, linear, stats, target in items:
+            self.scorer.prune_layer(full, linear, stats, target, self.pattern)
 
 
 def needs_calibration(run) -> bool:

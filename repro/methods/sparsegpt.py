@@ -1,0 +1,177 @@
+"""SparseGPT (Frantar & Alistarh, ICML 2023): OBS pruning with a damped inverse Hessian, block by block.
+
+Reference: IST-DASLab/sparsegpt sparsegpt.py (`SparseGPT.add_batch`, `fasterprune`, lines 32-138); the copies in
+locuslab/wanda lib/sparsegpt.py and the NeuronAL/OWL repos are the same algorithm. Sample config:
+`python -m repro.run env=offline score=sparsegpt sparsity=0.5` (conf/score/sparsegpt.yaml: percdamp, blocksize).
+
+Algorithm, per linear W [rows, cols], with H = (2/N) Σ x xᵀ from the engine's `hessian` statistic:
+1. dead columns (H_jj = 0): H_jj = 1, W[:, j] = 0;
+2. H += percdamp · mean(diag H) · I; Hinv = upper Cholesky factor of H⁻¹ (cholesky → cholesky_inverse →
+   cholesky(upper=True)), all in fp32;
+3. for each block of `blocksize` columns: unstructured — score W1²/diag(Hinv1)² over the whole rows×block
+   (W1 already updated by earlier blocks), prune `score <= sort(score)[int(numel·s)]`; N:M — at every column
+   i % M == 0 of the block, prune the N lowest scores of the next M columns per row (`torch.topk`, on the
+   updated W1); then the OBS update err = (w − q)/d, W1[:, i:] −= err ⊗ Hinv1[i, i:], and after the block
+   W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:];
+4. cast back to the weight dtype.
+
+Deviations (all exact in exact arithmetic; float rounding differs):
+- The column-by-column update inside a segment with a fixed mask (a whole block when unstructured, M columns
+  for N:M) is computed as one batched triangular solve: for row r with pruned set S_r the errors satisfy
+  e_S · Hinv1[S, S] = w_S (forward substitution = the reference loop), and the kept weights are
+  w − e · Hinv1. No Python loop over columns; rows are processed in chunks to bound memory.
+- Linears that share one Hessian (q/k/v, gate/up: the engine shares their statistics) share one damped inverse
+  and are updated together (rows stacked; the mask is still chosen per linear and per block). Rows are
+  independent in OBS, so this is the same computation.
+- The unstructured threshold uses `torch.kthvalue` (the same value as `sort(...)[k]`). Like the reference, a
+  target of 0 still prunes the block's minimum score(s) (`score <= sort(score)[0]`).
+- `stats_dtype=float64` accumulates H in fp64; the algorithm itself still runs in fp32 like the reference.
+- Per-row targets (a tensor, e.g. from a row allocator; the references never do this — NeuronAL skips its row
+  step for SparseGPT): in every block, row r prunes all but its floor((1 − s_r)·block) highest scores
+  (the shared per-row mask rule), so each row reaches its own sparsity block by block.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+
+from repro.config import ConfigError, check_range
+from repro.methods.base import MethodConfig, Scorer, Target
+from repro.prune.masks import keep_highest_per_row
+from repro.prune.stats import LayerStats
+from repro.registry import register
+
+log = logging.getLogger(__name__)
+
+ROW_CHUNK_ELEMENTS = 1 << 26          # rows × block² elements of the batched triangular systems (256 MB in fp32)
+
+
+@dataclass
+class SparseGPTConfig(MethodConfig):
+    name: str = "sparsegpt"
+    percdamp: float = 0.01               # damping = percdamp · mean(diag H)
+    blocksize: int = 128                 # columns per lazy-update block (and per mask-selection block)
+
+    def __post_init__(self):
+        check_range("score.percdamp", self.percdamp, lo=0.0)
+        check_range("score.blocksize", self.blocksize, lo=1)
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(upper Cholesky factor of (H + damp·I)⁻¹, dead-column mask), in fp32, with the references' dead rule."""
+    H = hessian.to(torch.float32).clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
+    L, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        raise torch.linalg.LinAlgError(f"Hessian is not positive definite (leading minor {int(info)}); "
+                                       f"raise score.percdamp (now {percdamp})")
+    return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), dead
+
+
+def obs_segment(W1: torch.Tensor, Hinv1: torch.Tensor, mask1: torch.Tensor):
+    """The reference's column loop over a segment with a fixed mask, as one batched triangular solve.
+
+    W1 [rows, b] (already updated by earlier columns), Hinv1 [b, b] upper triangular, mask1 [rows, b] (True =
+    prune). Returns (Q1, Err1): the segment's final weights and the scaled errors that update later columns.
+    """
+    rows, b = W1.shape
+    m = mask1.to(W1.dtype)
+    Q1, Err1 = torch.empty_like(W1), torch.empty_like(W1)
+    chunk = max(1, ROW_CHUNK_ELEMENTS // (b * b))
+    for r0 in range(0, rows, chunk):
+        mr, wr = m[r0:r0 + chunk], W1[r0:r0 + chunk]
+        A = Hinv1.unsqueeze(0) * (mr.unsqueeze(2) * mr.unsqueeze(1))
+        A.diagonal(dim1=1, dim2=2).add_(1 - mr)                  # identity on kept columns: their error is 0
+        err = torch.linalg.solve_triangular(A, (wr * mr).unsqueeze(1), upper=True, left=False).squeeze(1)
+        Err1[r0:r0 + chunk] = err
+        Q1[r0:r0 + chunk] = (wr - err @ Hinv1) * (1 - mr)
+    return Q1, Err1
+
+
+def _block_scores(W1: torch.Tensor, Hinv1: torch.Tensor) -> torch.Tensor:
+    return W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
+
+
+def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[Target]) -> torch.Tensor:
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    for sl, target in zip(slices, targets):
+        s = score[sl]
+        if isinstance(target, torch.Tensor):
+            mask[sl] = keep_highest_per_row(s, target)
+        else:
+            k = int(s.numel() * float(target))          # the reference's sort(score)[k], even for k = 0
+            thresh = torch.kthvalue(s.flatten(), min(k + 1, s.numel())).values
+            mask[sl] = s <= thresh
+    return mask
+
+
+@torch.no_grad()
+def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, slices: List[slice],
+                    targets: List[Target], n: int = 0, m: int = 0, blocksize: int = 128) -> torch.Tensor:
+    """Prune the fp32 matrix `W` (rows of one or more linears stacked; `slices` says which) and return it."""
+    W = W.clone()
+    W[:, dead] = 0
+    cols = W.shape[1]
+    if n and blocksize % m:
+        raise ConfigError("score.blocksize", blocksize, f"a multiple of M = {m} for the {n}:{m} pattern")
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
+        if not n:
+            mask1 = _select_block_mask(_block_scores(W1, Hinv1), slices, targets)
+            Q1, Err1 = obs_segment(W1, Hinv1, mask1)
+        else:
+            Q1, Err1 = torch.empty_like(W1), torch.empty_like(W1)
+            for j in range(0, i2 - i1, m):
+                seg = slice(j, j + m)
+                score = _block_scores(W1[:, seg], Hinv1[seg, seg])
+                mask_seg = torch.zeros_like(score, dtype=torch.bool)
+                mask_seg.scatter_(1, torch.topk(score, n, dim=1, largest=False)[1], True)
+                Q1[:, seg], Err1[:, seg] = obs_segment(W1[:, seg], Hinv1[seg, seg], mask_seg)
+                W1[:, j + m:] -= Err1[:, seg] @ Hinv1[seg, j + m:]
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
+    return W
+
+
+@register("score", "sparsegpt", SparseGPTConfig)
+class SparseGPT(Scorer):
+    needs_calibration = True
+    stats = frozenset({"hessian"})
+
+    def _factor(self, stats: LayerStats):
+        key = ("sparsegpt_inverse_hessian", self.cfg.percdamp)
+        return stats.derived(key, lambda st: inverse_hessian_factor(st["hessian"], self.cfg.percdamp))
+
+    @torch.no_grad()
+    def prune_layer(self, name: str, linear: nn.Linear, stats: LayerStats, target: Target, pattern) -> None:
+        self.prune_group([(name, linear, stats, target)], pattern)
+
+    @torch.no_grad()
+    def prune_group(self, items: List[tuple], pattern) -> None:
+        """items: (full name, linear, stats, target). Linears sharing one `LayerStats` are pruned together."""
+        by_stats: Dict[int, list] = {}
+        for item in items:
+            by_stats.setdefault(id(item[2]), []).append(item)
+        n, m = (pattern.n, pattern.m) if pattern is not None and pattern.name == "nm" else (0, 0)
+        for group in by_stats.values():
+            names = [g[0] for g in group]
+            try:
+                hinv, dead = self._factor(group[0][2])
+            except torch.linalg.LinAlgError as e:
+                raise FloatingPointError(f"SparseGPT on {', '.join(names)}: {e}") from None
+            weights = [g[1].weight.data for g in group]
+            W = torch.cat([w.to(torch.float32) for w in weights]) if len(weights) > 1 else weights[0].float()
+            bounds = torch.tensor([0] + [w.shape[0] for w in weights]).cumsum(0).tolist()
+            slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+            W = sparsegpt_prune(W, hinv.to(W.device), dead.to(W.device), slices, [g[3] for g in group],
+                                n, m, self.cfg.blocksize)
+            for w, sl in zip(weights, slices):
+                w.copy_(W[sl])
+            log.debug("sparsegpt pruned %s", names)
