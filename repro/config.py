@@ -57,9 +57,11 @@ class ModelConfig:
     trust_remote_code: bool = False
     # Random-weight models for tests and benchmarks: a transformers config dict (model_type + sizes).
     random_init: Optional[dict] = None
+    gpus: int = 1                        # GPUs one job with this model leases (gpu_pool/slurm launchers); not identity
 
     def __post_init__(self):
         check_choice("model.dtype", self.dtype, DTYPES)
+        check_range("model.gpus", self.gpus, lo=1)
         if self.seqlen is not None:
             check_range("model.seqlen", self.seqlen, lo=1)
 

@@ -23,6 +23,7 @@ RECORD_FILE = "result.json"
 NON_IDENTITY_KEYS = (
     "paths", "logger", "force", "experiment",
     "model.path", "model.gguf_file", "model.tokenizer", "model.device",
+    "model.gpus",                        # how many GPUs a launcher leases to one job (repro/runner)
     "calib.local_path", "calib.batch_size",
     "data.wikitext2.local_path", "data.c4.local_path", "data.ptb.local_path", "data.local_text.local_path",
     "eval.ppl.batch_size", "engine.offload",
@@ -80,6 +81,32 @@ def write_json_atomic(path: Path, data: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+LOCK_FILE = ".lock"
+
+
+def identity_lock(run_dir: Path, timeout: float = -1):
+    """An inter-process lock on one identity (flock on `<run_dir>/.lock`, released by the OS if the holder dies):
+    two sweeps that share a run compute it once. `timeout=-1` waits; `timeout=0` raises filelock.Timeout at once."""
+    from filelock import FileLock
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(Path(run_dir) / LOCK_FILE), timeout=timeout)
+
+
+def identity_locked(run_dir: Path) -> bool:
+    """True while another process holds the identity's lock (a run of it is in progress)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(run_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    try:
+        with FileLock(str(path), timeout=0):
+            return False
+    except Timeout:
+        return True
 
 
 def read_record(path: Path) -> Optional[dict]:

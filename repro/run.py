@@ -107,6 +107,13 @@ def execute(cfg: DictConfig | dict | RunConfig) -> dict:
     preflight(run)
     ident = run_identity(run)
     out_dir = rec.run_dir(run.paths.results, ident)
+    if rec.identity_locked(out_dir):
+        log.info("waiting: another process is running %s", out_dir)
+    with rec.identity_lock(out_dir):   # concurrent sweeps sharing this run compute it once (repro/runner)
+        return _execute_locked(run, ident, out_dir)
+
+
+def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
     existing = rec.read_record(out_dir)
     if existing and existing.get("status") == "ok" and not run.force:
         log.info("skip %s: an ok record exists (force=true reruns it)", out_dir)

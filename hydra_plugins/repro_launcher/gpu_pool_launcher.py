@@ -1,0 +1,100 @@
+"""Hydra launcher plugin `gpu_pool`: a multirun sweep across the GPUs of one node (or CPU slots), resumable.
+
+    python -m repro.run -m hydra/launcher=gpu_pool score=magnitude,wanda sparsity=0.5,0.6,0.7
+    python -m repro.run -m hydra/launcher=gpu_pool hydra.launcher.dry_run=true ...   # the grid and its status
+
+Settings (`conf/hydra/launcher/gpu_pool.yaml`, typed by `GpuPoolLauncherConf`): gpus, max_parallel,
+threads_per_job, start_method, dry_run, progress, grace_s. GPUs per job come from each job's `model.gpus`.
+The work is in repro/runner/ (plan.py: resume/dedup/validation, pool.py: processes and GPU leases).
+Discovery: `python -m repro.run --info plugins` lists GpuPoolLauncher. This module imports nothing heavy.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("repro.runner")
+
+
+@dataclass
+class GpuPoolLauncherConf:
+    _target_: str = "hydra_plugins.repro_launcher.gpu_pool_launcher.GpuPoolLauncher"
+    gpus: Optional[Any] = None            # null: CUDA_VISIBLE_DEVICES, else nvidia-smi, else CPU mode; [0,1] | "0,1" | []
+    max_parallel: Optional[int] = None    # CPU mode: jobs at once (null = 1); GPU mode: an extra cap (null = none)
+    threads_per_job: Optional[int] = None  # torch threads per job; null = CPU cores / concurrent jobs
+    start_method: str = "forkserver"      # forkserver (warm, fast starts) | spawn (a fresh interpreter per job)
+    dry_run: bool = False                 # print the expanded grid with each job's status; run nothing
+    progress: bool = True                 # live progress bar (done / running / failed / skipped, ETA)
+    grace_s: float = 60.0                 # on Ctrl-C/SIGTERM: time the jobs get to record their failure
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="repro_gpu_pool", node=GpuPoolLauncherConf,
+                             provider="repro")
+
+
+class GpuPoolLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                       for k, v in params.items()}
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra.core.utils import configure_log, setup_globals
+
+        from repro.runner.plan import log_plan_summary, plan_jobs, plan_table, write_manifest
+        from repro.runner.pool import PoolRunner, PoolSettings, completed_return
+
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        settings = PoolSettings.from_params(self.params)          # bad settings fail before any job starts
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        jobs = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx, settings.progress)
+        settings.check_jobs(jobs)
+        write_manifest(sweep_dir, jobs, "gpu_pool")
+        if settings.dry_run:
+            if settings.progress:
+                print(plan_table(jobs), flush=True)
+            return [completed_return(j, j.manifest_entry()) for j in jobs]
+        log_plan_summary(jobs)
+        mode = f"GPUs {','.join(settings.gpus)}" if settings.gpus else f"CPU, {settings.max_parallel} at once"
+        log.info("gpu_pool: %s, %d torch threads per job, sweep dir %s", mode, settings.threads_per_job, sweep_dir)
+        ran = PoolRunner(settings, self.hydra_context, self.task_function, sweep_dir).run(jobs)
+        returns = []
+        for job in jobs:
+            if job.action == "run":
+                returns.append(ran[job.index])
+            elif job.action == "skip":
+                returns.append(completed_return(job, {"skipped": True, "run_dir": str(job.run_dir)}))
+            else:
+                returns.append(_as_duplicate(ran.get(job.duplicate_of), job))
+        failed = [j for j, r in zip(jobs, returns) if r.status.name == "FAILED"]
+        if failed:
+            log.error("%d of %d jobs failed (records and logs are listed by `repro status %s`)",
+                      len(failed), len(jobs), sweep_dir)
+        return returns
+
+
+def _as_duplicate(first: Optional[JobReturn], job) -> JobReturn:
+    """A job with the same identity as an earlier one shares its outcome."""
+    from repro.runner.pool import completed_return
+
+    if first is None:   # the first one was skipped (ok record)
+        return completed_return(job, {"skipped": True, "run_dir": str(job.run_dir)})
+    dup = JobReturn(overrides=list(job.overrides), cfg=first.cfg, hydra_cfg=first.hydra_cfg,
+                    working_dir=first.working_dir, task_name=first.task_name, status=first.status)
+    dup.return_value = first._return_value
+    return dup
