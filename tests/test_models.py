@@ -89,3 +89,15 @@ def test_measure_sparsity_counts_exact_zeros(tiny_opt):
         assert measure_sparsity(model, a)["per_layer"]["model.decoder.layers.0.fc1"] == 0.5
     finally:
         lin.weight.data.copy_(saved)
+
+
+def test_unknown_architecture_fails_in_preflight_before_loading(tmp_path):
+    import json
+
+    from repro.run import preflight
+
+    with pytest.raises(ValueError, match="model_type='gpt2'"):
+        preflight(compose_run("model=tiny-llama", "model.random_init.model_type=gpt2"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type='bert'"):
+        preflight(compose_run("model=llama2-7b", f"model.path={tmp_path}"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 from pathlib import Path
@@ -77,13 +78,20 @@ def resolve_gguf(cfg: ModelConfig) -> Optional[Tuple[Path, str]]:
 
 
 def check_model_source(cfg: ModelConfig) -> None:
-    """Fail fast (before any loading) on a missing local path or a hub id while offline."""
+    """Fail fast (before any loading) on a missing local path, a hub id while offline, or an architecture the
+    adapters do not know (read from the config alone: random_init, config.json, or the GGUF header)."""
+    from repro.models.adapter import adapter_for_model_type
+
     if cfg.random_init is not None:
+        adapter_for_model_type(cfg.random_init.get("model_type", "?"))
         return
     gguf = resolve_gguf(cfg)
     if gguf is not None:
         if not (gguf[0] / gguf[1]).exists():
             raise ConfigError("model.path", cfg.path, "an existing .gguf file", f"{gguf[0] / gguf[1]} does not exist.")
+        converted = _gguf_cache_dir(*gguf) / "config.json"   # reading the GGUF header costs seconds: use the cache
+        if converted.exists():
+            adapter_for_model_type(json.loads(converted.read_text()).get("model_type", "?"))
         return
     p = Path(cfg.path).expanduser()
     looks_local = cfg.path.startswith((".", "/", "~")) or p.exists()
@@ -91,6 +99,8 @@ def check_model_source(cfg: ModelConfig) -> None:
         if not p.is_dir():
             raise ConfigError("model.path", cfg.path, "an existing local directory with an HF checkpoint, "
                               "a .gguf file, or a hub id", f"{p} does not exist.")
+        if (p / "config.json").exists():
+            adapter_for_model_type(json.loads((p / "config.json").read_text()).get("model_type", "?"))
         return
     if is_offline():
         raise ConfigError("model.path", cfg.path, "a local checkpoint while HF_HUB_OFFLINE=1",
