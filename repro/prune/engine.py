@@ -34,6 +34,10 @@ Offload (`engine.offload=true`): blocks and activations stay on CPU; during capt
 calibrated and pruned and moved back; activations travel one batch at a time. The logic is exercised on CPU by
 the tests (CPU→CPU); the CUDA path is untested here (no GPU on the development machine).
 
+Statistics are normalised per calibration *sequence* for every linear (the references count one "sample" per
+hook call, which is a sequence because they forward one sequence at a time — also for OPT's fc1/fc2, whose
+input is flattened to 2-D).
+
 Deviations from the references: calibration sequences go through each block `batch_size` at a time (the
 references loop one sequence at a time); statistics are accumulated as sums and divided by the number of
 sequences at the end (the references keep a running mean) — equal up to float rounding; a block's forward for
@@ -140,7 +144,7 @@ def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = N
                   keep_outputs: bool = True, before_batch=None) -> List[torch.Tensor]:
     """Run `block` on every batch of `inputs` with its replayed kwargs; outputs land where the inputs live.
 
-    `before_batch()` is called before each batch; a hook raising `_StopForward` ends that batch early (then no
+    `before_batch(x)` is called with each input batch; a hook raising `_StopForward` ends that batch early (then no
     output is kept for it — use `keep_outputs=False`).
     """
     device = _module_device(block)
@@ -148,7 +152,7 @@ def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = N
     for x in inputs.batches:
         kwargs = _to(inputs.call_kwargs[x.shape[0]], device)
         if before_batch is not None:
-            before_batch()
+            before_batch(x)
         try:
             y = block(x.to(device, non_blocking=True), **kwargs)
         except _StopForward:
@@ -206,9 +210,11 @@ class _StatsCollector:
         self.owner: Dict[str, str] = {}
         self._first_batch_inputs: list = []
         self._pending: set = set()
+        self._nseq = 0
 
-    def start_batch(self) -> None:
+    def start_batch(self, x: torch.Tensor) -> None:
         self._pending = set(self.linears)
+        self._nseq = x.shape[0]            # sequences in this batch, whatever shape a linear sees (OPT's fc1: 2-D)
 
     def _hook(self, name):
         def hook(module, args, out):
@@ -219,7 +225,7 @@ class _StatsCollector:
                 self.stats[name] = self.stats[shared] if shared else LayerStats(self.kinds, self.dtype)
                 self._first_batch_inputs.append((x, name))
             if self.owner[name] == name:
-                self.stats[name].add(x.reshape(-1, x.shape[-1]), nseq=x.shape[0] if x.dim() == 3 else 1)
+                self.stats[name].add(x.reshape(-1, x.shape[-1]), nseq=self._nseq)
             self._pending.discard(name)
             if self.stop_early and not self._pending:
                 raise _StopForward
