@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from repro.config import ConfigError, ZeroShotConfig
@@ -240,13 +241,16 @@ def evaluate_zeroshot(model, tokenizer, cfg: ZeroShotConfig) -> tuple[dict, dict
     model.eval()
     log.info("zero-shot: %s (lm-eval %s, %d-shot, batch %d, limit %s, add_bos_token %s)", ", ".join(cfg.tasks),
              lm_eval.__version__, cfg.num_fewshot, cfg.batch_size, limit, cfg.add_bos_token)
+    started = time.perf_counter()
     try:
         res = lm_eval.simple_evaluate(model=lm, tasks=[task_spec(t, cfg) for t in cfg.tasks], task_manager=manager,
                                       num_fewshot=cfg.num_fewshot, limit=limit, log_samples=False,
                                       bootstrap_iters=cfg.bootstrap_iters, **SEEDS)
     finally:
         model.train(was_training)
-    return _collect(res, cfg, lm, model, limit)
+    metrics, protocol = _collect(res, cfg, lm, model, limit)
+    protocol["wall_s"] = time.perf_counter() - started
+    return metrics, protocol
 
 
 def _collect(res: dict, cfg: ZeroShotConfig, lm, model, limit) -> tuple[dict, dict]:
