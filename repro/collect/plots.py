@@ -35,14 +35,14 @@ def ppl_points(result: PaperResult) -> dict:
 def ppl_figures(result: PaperResult) -> list:
     """[(title, matplotlib Figure)]."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # no pyplot: no global backend switch, safe in notebooks
 
     figs = []
     for (model, metric), series in sorted(ppl_points(result).items()):
-        fig, ax = plt.subplots(figsize=(5.2, 3.6))
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        fig = Figure(figsize=(5.2, 3.6))
+        ax = fig.subplots()
+        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        xs_all = [p[0] for s in series.values() for p in s["reported"] + s["ours"]]
         for i, (method, s) in enumerate(sorted(series.items())):
             color = "0.4" if method == "dense" else colors[i % len(colors)]
             if method == "dense":
@@ -57,6 +57,9 @@ def ppl_figures(result: PaperResult) -> list:
             if s["ours"]:
                 xs, ys, es = zip(*sorted(s["ours"]))
                 ax.errorbar(xs, ys, yerr=es, ls="-", marker="o", color=color, capsize=3, label=f"{method} (ours)")
+        lo, hi = min(xs_all), max(xs_all)
+        pad = max(0.05, (0.3 - (hi - lo)) / 2)
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
         ax.set_yscale("log")
         ax.set_xlabel("sparsity")
         ax.set_ylabel(f"{metric.split('.', 1)[1]} perplexity")
@@ -69,9 +72,6 @@ def ppl_figures(result: PaperResult) -> list:
 
 
 def figure_png_base64(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -39,7 +39,7 @@ def paper_text(cell: Cell, spec: str) -> str:
     rep = cell.reported
     if rep is None or rep.value is None:
         return "?"
-    return rep.printed or fmt(rep.value, spec)
+    return rep.printed or format(rep.value, spec)     # as the paper prints it, however large
 
 
 def grid_text(cell: Cell, spec: str) -> str:
