@@ -103,15 +103,29 @@ def choose_kernel(requested: str, linears: dict, device: torch.device, dtype: to
 
 @contextmanager
 def semi_structured_weights(linears: dict):
-    """Swap the linears' weights for semi-structured sparse tensors; restore the dense ones on exit."""
+    """Swap the linears' weights for semi-structured sparse tensors; restore the dense ones on exit.
+
+    A linear whose shape the backend rejects (cuSPARSELt: multiples of 16; CUTLASS: 32 x 64 for fp16) stays dense
+    and is listed. Yields `{"converted": n, "kept_dense": [names], "tensor_classes": [...]}`.
+    """
     from torch.sparse import to_sparse_semi_structured
 
-    originals = {}
+    originals, kept_dense, errors = {}, [], set()
     try:
         for name, lin in linears.items():
+            try:
+                sparse = to_sparse_semi_structured(lin.weight.detach())
+            except RuntimeError as e:
+                kept_dense.append(name)
+                errors.add(str(e).splitlines()[0])
+                continue
             originals[name] = lin.weight
-            lin.weight = nn.Parameter(to_sparse_semi_structured(lin.weight.detach()), requires_grad=False)
-        yield {type(lin.weight.data).__name__ for lin in linears.values()}
+            lin.weight = nn.Parameter(sparse, requires_grad=False)
+        if not originals:
+            raise RuntimeError("no decoder linear could be converted to a semi-structured sparse tensor: "
+                               + "; ".join(sorted(errors)))
+        yield {"converted": len(originals), "kept_dense": kept_dense,
+               "tensor_classes": sorted({type(linears[n].weight.data).__name__ for n in originals})}
     finally:
         for name, weight in originals.items():
             linears[name].weight = weight
@@ -170,10 +184,10 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
     model.eval()
     try:
         if kernel == "semi_structured":
-            with semi_structured_weights(linears) as tensor_classes:
+            with semi_structured_weights(linears) as conversion:
                 metrics = measure(model, prompt, cfg, desc="speed 2:4")
         else:
-            tensor_classes = {"Tensor"}
+            conversion = {"converted": 0, "kept_dense": [], "tensor_classes": ["Tensor"]}
             metrics = measure(model, prompt, cfg, desc="speed dense")
     finally:
         model.train(was_training)
@@ -181,8 +195,9 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
                 "warmup": cfg.warmup, "repeats": cfg.repeats, "statistic": "median", "decoding": "greedy, KV cache",
                 "prompt": f"uniform random token ids, seed {cfg.seed}", "device": describe_device(device),
                 "dtype": str(dtype).replace("torch.", ""), "kernel_requested": cfg.kernel, "kernel": kernel,
-                "kernel_reason": reason, "weight_tensor_classes": sorted(tensor_classes),
-                "linears_converted": len(linears) if kernel == "semi_structured" else 0, "torch": torch.__version__}
+                "kernel_reason": reason, "weight_tensor_classes": conversion["tensor_classes"],
+                "linears_converted": conversion["converted"], "linears_kept_dense": conversion["kept_dense"],
+                "torch": torch.__version__}
     log.info("speed (%s kernel on %s): prefill %.1f tok/s, decode %.1f tok/s", kernel, device,
              metrics["prefill_tok_s"], metrics["decode_tok_s"])
     return metrics, protocol
