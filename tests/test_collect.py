@@ -44,6 +44,9 @@ def make_record(model="llama2-7b", score="wanda", sparsity=0.5, seed=0, ppl=6.5,
     protocol = {"dtype": "float16", "seqlen": seqlen, "model_class": "LlamaForCausalLM",
                 "ppl": {"wikitext2": {"seqlen": seqlen, "windows": 83, "max_windows": max_windows,
                                       "source": {"kind": source_kind}}}}
+    if zeroshot:
+        protocol["zeroshot"] = {"lm_eval_version": "0.4.13", "bos_in_inputs": False, "limit": None,
+                                "tasks": {t: {"metric": "acc"} for t in zeroshot if t != "mean"}}
     if not dense:
         protocol["calibration"] = {"name": "c4", "nsamples": 128, "seqlen": seqlen, "seed": 0}
     return {"schema_version": 1, "identity": ident, "status": "ok", "config": cfg, "identity_fields": fields,
@@ -321,3 +324,29 @@ def test_real_tiny_run_is_collected(tmp_path):
     cell = build_paper("toy", load_records(results), toy_experiments(tmp_path, layout, reported)).tables["t1"].cells[0]
     assert cell.verdict == "reproduced" and cell.run_dirs == [rec["run_dir"]]
     assert "seqlen 512 (paper: 2048)" in cell.deviations and "ppl data source local (paper: hub)" in cell.deviations
+
+
+def test_zeroshot_cells_scale_to_percent_and_flag_the_harness(tmp_path):
+    layout = textwrap.dedent("""\
+        paper: toy
+        protocol: {seqlen: 2048, zeroshot_metric: acc, zeroshot_bos: false, zeroshot_harness: "lm-eval df3da98"}
+        tables:
+          t1:
+            fixed: {model: llama2-7b, score: wanda, sparsity: 0.5}
+            rows: [{label: Wanda, score: wanda}]
+            columns: [{label: BoolQ, metric: zeroshot.boolq}, {label: Mean, metric: zeroshot.mean}]
+        """)
+    reported = textwrap.dedent("""\
+        paper: toy
+        sources: {s: {cite: synthetic, status: seen}}
+        cells:
+          - {table: t1, model: llama2-7b, score: wanda, sparsity: 0.5, metric: zeroshot.boolq, value: 71.07, source: s}
+          - {table: t1, model: llama2-7b, score: wanda, sparsity: 0.5, metric: zeroshot.mean, value: 54.09, source: s}
+        """)
+    results = tmp_path / "results"
+    write_record(results, make_record(zeroshot={"boolq": 0.7150, "rte": 0.55, "mean": 0.5650}))
+    t = build_paper("toy", load_records(results), toy_experiments(tmp_path, layout, reported)).tables["t1"]
+    boolq, mean = t.cell("Wanda", "BoolQ"), t.cell("Wanda", "Mean")
+    assert boolq.mean == pytest.approx(71.50) and boolq.verdict == "reproduced"     # |0.43| <= 1 point
+    assert mean.mean == pytest.approx(56.50) and mean.verdict == "close"            # 2.41 <= 3 points
+    assert boolq.deviations == ["harness lm-eval 0.4.13 (paper: lm-eval df3da98)"]

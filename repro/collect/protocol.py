@@ -3,7 +3,8 @@
 A layout (`tables.yaml`) states the protocol its reported numbers assume, e.g.
 
     protocol: {seqlen: 2048, dtype: float16, ppl_source: hub, ppl_all_windows: true,
-               calib: c4, calib_nsamples: 128, calib_seed: 0}
+               calib: c4, calib_nsamples: 128, calib_seed: 0,
+               zeroshot_metric: acc, zeroshot_bos: false, zeroshot_harness: "lm-eval df3da98 (0.3 fork)"}
 
 and each record used in a cell is checked against it. The verdict of the cell is kept (the numbers are what they
 are) but the cell is flagged "protocol differs" and the differences are listed, e.g. `ppl source local (paper: hub)`.
@@ -21,8 +22,29 @@ def _ppl(record, metric_name):
 
 
 def _seqlen(record, metric_name):
+    if not metric_name.startswith("ppl."):
+        return _SKIP                  # lm-eval and cost metrics do not use the model's evaluation windows
     fp = _ppl(record, metric_name)
     return (fp or {}).get("seqlen", record.get("protocol", {}).get("seqlen"))
+
+
+def _zeroshot(get: Callable) -> Callable:
+    """A zero-shot check: skipped for other metrics; `get(protocol.zeroshot, task or None)`."""
+    def check(record, metric_name):
+        if not metric_name.startswith("zeroshot."):
+            return _SKIP
+        zs = record.get("protocol", {}).get("zeroshot")
+        if not zs:
+            return None
+        task = metric_name.split(".", 1)[1]
+        return get(zs, None if task == "mean" else task)
+    return check
+
+
+def _task_metric(zs, task):
+    tasks = zs.get("tasks") or {}
+    names = sorted({row.get("metric") for t, row in tasks.items() if task is None or t == task})
+    return names[0] if len(names) == 1 else ",".join(map(str, names)) or None
 
 
 def _calib(field: str) -> Callable:
@@ -44,6 +66,10 @@ CHECKS = {
                    "ppl data source"),
     "ppl_all_windows": (lambda r, m: ((_ppl(r, m) or {}).get("max_windows") is None) if _ppl(r, m) else _SKIP,
                         "all ppl windows"),
+    "zeroshot_metric": (_zeroshot(_task_metric), "zero-shot metric"),
+    "zeroshot_bos": (_zeroshot(lambda zs, t: zs.get("bos_in_inputs")), "BOS in zero-shot inputs"),
+    "zeroshot_limit": (_zeroshot(lambda zs, t: zs.get("limit")), "zero-shot example limit"),
+    "zeroshot_harness": (_zeroshot(lambda zs, t: f"lm-eval {zs.get('lm_eval_version')}"), "harness"),
     "calib": (_calib("name"), "calibration set"),
     "calib_nsamples": (_calib("nsamples"), "calibration samples"),
     "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
