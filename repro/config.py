@@ -155,8 +155,11 @@ class SpeedConfig:
     repeats: int = 3                     # timed repetitions; the median is reported
     kernel: str = "auto"                 # auto | dense | semi_structured (2:4 on CUDA; auto picks it when possible)
     seed: int = 0                        # the random prompt tokens
+    cpu_threads: Optional[int] = None    # torch threads while measuring on CPU (None = torch's default)
 
     def __post_init__(self):
+        if self.cpu_threads is not None:
+            check_range("eval.speed.cpu_threads", self.cpu_threads, lo=1)
         for name in ("batch_size", "input_tokens", "repeats"):
             check_range(f"eval.speed.{name}", getattr(self, name), lo=1)
         check_range("eval.speed.output_tokens", self.output_tokens, lo=2)   # 1 from the prefill + >= 1 decode step

@@ -49,7 +49,9 @@ def test_evaluate_speed_on_cpu_reports_throughput_and_dense_kernel(tiny_llama):
     from repro.eval.speed import evaluate_speed
 
     model, tok = tiny_llama
-    metrics, protocol = evaluate_speed(model, tok, SpeedConfig(**SMALL))
+    threads = torch.get_num_threads()
+    metrics, protocol = evaluate_speed(model, tok, SpeedConfig(**SMALL, cpu_threads=1))
+    assert protocol["device"]["threads"] == 1 and torch.get_num_threads() == threads   # set while measuring only
     assert metrics["prefill_tok_s"] == pytest.approx(2 * 5 / metrics["prefill_s"])
     assert metrics["decode_tok_s"] == pytest.approx(2 * 3 / metrics["decode_s"])
     assert metrics["generate_tok_s"] == pytest.approx(2 * 4 / (metrics["prefill_s"] + metrics["decode_s"]))

@@ -9,7 +9,8 @@ Protocol (Lua-LLM, Tables 4 and 9: batch 8, 32 input tokens, 256 output tokens; 
 A100, which we do not have): random prompt tokens (seeded), one prefill forward with the KV cache on, then greedy
 decoding one token per forward until `output_tokens` new tokens exist (1 from the prefill + `output_tokens - 1`
 decode forwards; EOS does not stop it). `warmup` untimed repetitions, then `repeats` timed ones; the median is
-reported. CUDA is synchronised around each timed region.
+reported. CUDA is synchronised around each timed region. On CPU, `cpu_threads` fixes torch's thread count while
+measuring (on a loaded shared machine, 2 OpenMP threads ran ~6x slower than 1 here).
 
     prefill_tok_s  = batch * input_tokens / prefill_s
     decode_tok_s   = batch * (output_tokens - 1) / decode_s
@@ -180,9 +181,12 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
     kernel, reason = choose_kernel(cfg.kernel, linears, device, dtype)
     vocab = min(model.config.vocab_size, len(tokenizer)) if tokenizer is not None else model.config.vocab_size
     prompt = random_prompt(cfg, vocab, device)
-    was_training = model.training
+    was_training, threads = model.training, torch.get_num_threads()
+    if device.type == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
     model.eval()
     try:
+        device_info = describe_device(device)
         if kernel == "semi_structured":
             with semi_structured_weights(linears) as conversion:
                 metrics = measure(model, prompt, cfg, desc="speed 2:4")
@@ -191,9 +195,10 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
             metrics = measure(model, prompt, cfg, desc="speed dense")
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     protocol = {"batch_size": cfg.batch_size, "input_tokens": cfg.input_tokens, "output_tokens": cfg.output_tokens,
                 "warmup": cfg.warmup, "repeats": cfg.repeats, "statistic": "median", "decoding": "greedy, KV cache",
-                "prompt": f"uniform random token ids, seed {cfg.seed}", "device": describe_device(device),
+                "prompt": f"uniform random token ids, seed {cfg.seed}", "device": device_info,
                 "dtype": str(dtype).replace("torch.", ""), "kernel_requested": cfg.kernel, "kernel": kernel,
                 "kernel_reason": reason, "weight_tensor_classes": conversion["tensor_classes"],
                 "linears_converted": conversion["converted"], "linears_kept_dense": conversion["kept_dense"],
