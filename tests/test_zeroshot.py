@@ -64,6 +64,40 @@ def test_unreachable_data_names_the_local_option(tmp_path):
         check_zeroshot(ZeroShotConfig(tasks=["piqa", "boolq"], data_dir=str(tmp_path)))
 
 
+CUSTOM_TASK = """task: my_piqa
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    validation: {data}
+validation_split: validation
+output_type: multiple_choice
+doc_to_text: "Question: {{{{goal}}}}\\nAnswer:"
+doc_to_target: label
+doc_to_choice: "{{{{[sol1, sol2]}}}}"
+metric_list:
+  - metric: acc
+metadata:
+  version: 3.0
+"""
+
+
+def test_custom_task_from_include_path(tiny_llama, tmp_path):
+    from repro.eval.zeroshot import check_zeroshot, evaluate_zeroshot
+
+    (tmp_path / "my_piqa.yaml").write_text(CUSTOM_TASK.format(data=FIXTURES / "piqa.jsonl"))
+    cfg = ZeroShotConfig(tasks=["my_piqa"], include_path=str(tmp_path), limit=3, batch_size=4)
+    check_zeroshot(cfg)
+    with pytest.raises(ConfigError, match="acc_norm.*produces: acc"):
+        check_zeroshot(dataclasses.replace(cfg, metric="acc_norm"))
+    metrics, protocol = evaluate_zeroshot(*tiny_llama, cfg)
+    assert protocol["tasks"]["my_piqa"]["version"] == 3.0 and protocol["limit"] == 3
+    assert protocol["tasks"]["my_piqa"]["n_samples"] == {"original": 6, "effective": 3}
+    assert metrics["mean"] == metrics["my_piqa"]
+    (tmp_path / "my_piqa.yaml").write_text(CUSTOM_TASK.format(data=tmp_path / "missing.jsonl"))
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        check_zeroshot(cfg)
+
+
 def test_typed_config_rejects_bad_keys_and_values():
     with pytest.raises(ConfigError, match="eval.zeroshot.taks"):
         compose_run("eval=zeroshot_fixtures", "+eval.zeroshot.taks=[piqa]")
