@@ -35,7 +35,8 @@ def _table_html(t: TableResult) -> str:
     if tab.caption:
         out.append(f"<p>{_e(tab.caption)}</p>")
     out.append(f"<p class='legend'>Layout: {_e(tab.source or 'paper')} ({_e(tab.layout)}). "
-               f"Protocol assumed: <code>{_e(tab.protocol)}</code></p>")
+               "Protocol assumed: <code>" + _e(", ".join(f"{k}={v}" for k, v in tab.protocol.items()) or "not stated")
+               + "</code></p>")
     out.append("<table><tr><th></th>" + "".join(
         f"<th class='{'extra' if c in extra else ''}'>{_e(c)}{' (not in paper)' if c in extra else ''}</th>"
         for c in cols) + "</tr>")

@@ -73,5 +73,5 @@ def ppl_figures(result: PaperResult) -> list:
 
 def figure_png_base64(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=90)
     return base64.b64encode(buf.getvalue()).decode("ascii")

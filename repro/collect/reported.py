@@ -205,6 +205,9 @@ def load_reported(path: str | Path, paper: Optional[str] = None) -> ReportedSet:
         where = f"claims[{i}]"
         _check_keys(node, _CLAIM_KEYS, path, where)
         sid, status = _status(node, sources, path, where)
+        if node.get("value") is not None and status == "unseen":
+            raise DataFileError(path, node.line_of("value"), f"{where}.value", node.get("value"),
+                                "null: the source is marked unseen", "Mark the source seen/quoted/secondary.")
         out.claims.append(Claim(id=_text(node, "id", path, where), text=_text(node, "text", path, where),
                                 value=_number(node, "value", path, where), source=sid, status=status,
                                 line=node.line, unit=node.get("unit"), note=node.get("note")))
