@@ -54,7 +54,8 @@ class GpuPoolLauncher(Launcher):
         from hydra.core.utils import configure_log, setup_globals
 
         from repro.runner.plan import log_plan_summary, plan_jobs, plan_table, write_manifest
-        from repro.runner.pool import PoolRunner, PoolSettings, completed_return
+        from repro.runner.pool import PoolRunner, PoolSettings
+        from repro.runner.returns import assemble_returns, completed_return, count_failed
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         settings = PoolSettings.from_params(self.params)          # bad settings fail before any job starts
@@ -73,28 +74,9 @@ class GpuPoolLauncher(Launcher):
         mode = f"GPUs {','.join(settings.gpus)}" if settings.gpus else f"CPU, {settings.max_parallel} at once"
         log.info("gpu_pool: %s, %d torch threads per job, sweep dir %s", mode, settings.threads_per_job, sweep_dir)
         ran = PoolRunner(settings, self.hydra_context, self.task_function, sweep_dir).run(jobs)
-        returns = []
-        for job in jobs:
-            if job.action == "run":
-                returns.append(ran[job.index])
-            elif job.action == "skip":
-                returns.append(completed_return(job, {"skipped": True, "run_dir": str(job.run_dir)}))
-            else:
-                returns.append(_as_duplicate(ran.get(job.duplicate_of), job))
-        failed = [j for j, r in zip(jobs, returns) if r.status.name == "FAILED"]
+        returns = assemble_returns(jobs, ran)
+        failed = count_failed(returns)
         if failed:
             log.error("%d of %d jobs failed (records and logs are listed by `repro status %s`)",
-                      len(failed), len(jobs), sweep_dir)
+                      failed, len(jobs), sweep_dir)
         return returns
-
-
-def _as_duplicate(first: Optional[JobReturn], job) -> JobReturn:
-    """A job with the same identity as an earlier one shares its outcome."""
-    from repro.runner.pool import completed_return
-
-    if first is None:   # the first one was skipped (ok record)
-        return completed_return(job, {"skipped": True, "run_dir": str(job.run_dir)})
-    dup = JobReturn(overrides=list(job.overrides), cfg=first.cfg, hydra_cfg=first.hydra_cfg,
-                    working_dir=first.working_dir, task_name=first.task_name, status=first.status)
-    dup.return_value = first._return_value
-    return dup

@@ -38,6 +38,7 @@ from typing import Optional
 from repro.config import ConfigError, check_choice
 from repro.runner.failures import JobFailed, describe_exit, record_failure, stderr_tail
 from repro.runner.plan import PlannedJob
+from repro.runner.returns import failed_return
 
 log = logging.getLogger("repro.runner")
 START_METHODS = ("forkserver", "spawn")
@@ -183,7 +184,8 @@ class Progress:
 
 class PoolRunner:
     def __init__(self, settings: PoolSettings, hydra_context, task_function, sweep_dir: Path):
-        self.settings, self.hydra_context, self.task_function = settings, hydra_context, task_function
+        self.settings, self.hydra_context = settings, hydra_context
+        self.task_function = importable(task_function)
         self.sweep_dir = Path(sweep_dir)
         self.events = self.sweep_dir / "repro_events.jsonl"
         self.leases = GpuLeases(settings)
@@ -200,7 +202,10 @@ class PoolRunner:
         running: dict[int, RunningJob] = {}
         returns: dict = {}
         progress = Progress(jobs, self.settings.progress)
+        # SIGTERM (a scheduler, `kill`) and SIGINT (Ctrl-C; also when a shell started us in the background, which
+        # ignores SIGINT) both stop the sweep cleanly.
         previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        previous_int = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
         try:
             while queue or running:
                 self._start_fitting(queue, running, progress)
@@ -215,6 +220,7 @@ class PoolRunner:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous_term)
+            signal.signal(signal.SIGINT, previous_int)
             progress.close()
         return returns
 
@@ -268,7 +274,7 @@ class PoolRunner:
                     "wall_s": round(wall, 3), "stderr_tail": stderr_tail(r.log_path)}
             record_failure(r.job, why, info, r.started)
             if err is None:
-                ret = _failed_return(r.job, JobFailed(f"job {r.job.label} {why}; record: {r.job.run_dir}; "
+                ret = failed_return(r.job, JobFailed(f"job {r.job.label} {why}; record: {r.job.run_dir}; "
                                                       f"log: {r.log_path}"))
         self._event("end", r.job, gpus=r.gpus, pid=r.proc.pid, exit_code=exit_code, ok=ok, wall_s=round(wall, 3))
         progress.finished(r.job, ok, wall, why)
@@ -297,6 +303,21 @@ class PoolRunner:
             f.write(json.dumps(line) + "\n")
 
 
+def importable(task_function):
+    """`python -m repro.run` makes the task function `__main__.main_entry`, which cloudpickle would ship by value;
+    ship the same function by reference to its module instead (`repro.run.main_entry`, preloaded in the jobs)."""
+    import importlib
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(task_function, "__module__", None) == "__main__" and spec is not None and spec.name:
+        try:
+            return getattr(importlib.import_module(spec.name), task_function.__name__)
+        except (ImportError, AttributeError):
+            pass
+    return task_function
+
+
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -316,21 +337,3 @@ def _load_return(path: Path):
             return pickle.load(f)
     except Exception:  # noqa: BLE001 — an unreadable return counts as a crash
         return None
-
-
-def _failed_return(job: PlannedJob, error: Exception):
-    from hydra.core.utils import JobReturn, JobStatus
-
-    ret = JobReturn(overrides=list(job.overrides), cfg=job.sweep_config, working_dir=str(job.run_dir),
-                    task_name=str(job.sweep_config.hydra.job.name), status=JobStatus.FAILED)
-    ret.return_value = error
-    return ret
-
-
-def completed_return(job: PlannedJob, value):
-    from hydra.core.utils import JobReturn, JobStatus
-
-    ret = JobReturn(overrides=list(job.overrides), cfg=job.sweep_config, working_dir=str(job.run_dir),
-                    task_name=str(job.sweep_config.hydra.job.name), status=JobStatus.COMPLETED)
-    ret.return_value = value
-    return ret
