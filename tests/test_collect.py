@@ -350,3 +350,14 @@ def test_zeroshot_cells_scale_to_percent_and_flag_the_harness(tmp_path):
     assert boolq.mean == pytest.approx(71.50) and boolq.verdict == "reproduced"     # |0.43| <= 1 point
     assert mean.mean == pytest.approx(56.50) and mean.verdict == "close"            # 2.41 <= 3 points
     assert boolq.deviations == ["harness lm-eval 0.4.13 (paper: lm-eval df3da98)"]
+
+
+def test_non_default_method_option_is_flagged_unless_selected(tmp_path):
+    results = tmp_path / "results"
+    rec = make_record(score="magnitude", ppl=14.9)
+    rec["config"]["score"] = {"name": "magnitude", "granularity": "row"}
+    rec["identity"] = identity(rec["config"])
+    rec["identity_fields"] = identity_fields(rec["config"])
+    write_record(results, rec)
+    cell = build_paper("toy", load_records(results), toy_experiments(tmp_path)).tables["t1"].cell("Magnitude", "L2-7B")
+    assert cell.verdict == "reproduced" and cell.deviations == ["score.granularity=row (default layer)"]

@@ -26,7 +26,7 @@ from typing import Optional
 from repro.collect import vocab
 from repro.collect.keys import CellKey, record_key_fields, record_matches
 from repro.collect.layouts import AxisItem, Layout, Table, load_layout
-from repro.collect.protocol import deviations
+from repro.collect.protocol import deviations, method_deviations
 from repro.collect.records import RecordSet, variant_id
 from repro.collect.reported import ReportedEntry, ReportedSet, load_reported
 from repro.collect.yamlio import DataFileError
@@ -141,9 +141,12 @@ def _fill(cell: Cell, records: list, protocol: dict) -> None:
     if not groups:
         return
 
+    def all_deviations(rec):
+        return (deviations(rec, cell.key.metric, protocol) + method_deviations(rec, cell.key.extra)
+                + rec.get("_stand_in", []))
+
     def rank(item):
-        recs = item[1]
-        return (len(deviations(recs[0], cell.key.metric, protocol) + recs[0].get("_stand_in", [])), -len(recs))
+        return (len(all_deviations(item[1][0])), -len(item[1]))
 
     newest_first = sorted(groups.items(), reverse=True,
                           key=lambda item: max(str(r.get("finished_at", "")) for r in item[1]))
@@ -152,7 +155,7 @@ def _fill(cell: Cell, records: list, protocol: dict) -> None:
     cell.values = [metric.from_record(r) for r in recs]
     cell.run_dirs = [r.get("run_dir") for r in recs]
     cell.seeds = [(r["config"].get("seed"), (r["config"].get("calib") or {}).get("seed")) for r in recs]
-    cell.deviations = deviations(recs[0], cell.key.metric, protocol) + recs[0].get("_stand_in", [])
+    cell.deviations = all_deviations(recs[0])
     cell.other_variants = len(ordered) - 1
 
 

@@ -11,6 +11,7 @@ are) but the cell is flagged "protocol differs" and the differences are listed, 
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Optional
 
 from repro.collect.keys import config_value
@@ -89,4 +90,36 @@ def deviations(record: dict, metric_name: str, expected: Optional[dict]) -> list
             out.append(f"{words}: {'yes' if got else 'no'} (paper: {'yes' if want else 'no'})")
         else:
             out.append(f"{words} {got} (paper: {want})")
+    return out
+
+
+@lru_cache(maxsize=None)
+def _method_defaults(kind: str, name: str) -> Optional[dict]:
+    """The registered schema's defaults for a method, or None if the method is not built (yet)."""
+    import dataclasses
+
+    from repro.registry import names, validate_method_node
+
+    try:
+        if name not in names(kind):
+            return None
+        return dataclasses.asdict(validate_method_node(kind, {"name": name}))
+    except Exception:  # noqa: BLE001 — an unbuildable schema only means "no defaults to compare with"
+        return None
+
+
+def method_deviations(record: dict, selected: tuple = ()) -> list:
+    """Method options of the run that differ from the method's defaults and that the cell does not select
+    (e.g. `score.use_variant=True (default False)`): the cell then is not the paper's plain method."""
+    out = []
+    chosen = {k for k, _ in selected}
+    for kind in ("score", "allocation", "recovery"):
+        node = (record.get("config") or {}).get(kind) or {}
+        defaults = _method_defaults(kind, node.get("name"))
+        if not defaults:
+            continue
+        for field, value in node.items():
+            if field != "name" and f"config.{kind}.{field}" not in chosen and field in defaults \
+                    and value != defaults[field]:
+                out.append(f"{kind}.{field}={value} (default {defaults[field]})")
     return out
