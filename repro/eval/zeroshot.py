@@ -12,12 +12,14 @@ We do the same with lm-eval 0.4's Python API: `HFLM(pretrained=<model object>, t
 `simple_evaluate(..., num_fewshot=0)`.
 
 Where tasks come from:
-- the 8 tasks of `BUILTIN_TASKS` are lm-eval's own YAML definitions (prompt, choices, target, metrics, version),
-  read from the installed lm-eval and passed as config dicts. With `data_dir` only the data location changes
-  (`dataset_path: json`, `data_files` on the split lm-eval evaluates: test for ARC / OpenBookQA, validation
-  otherwise); without it the hub dataset of the YAML is used, at `revisions[task]` when given;
-- any other name is looked up in `include_path` (a directory of lm-eval task YAMLs), through
-  `TaskManager(include_path=..., include_defaults=False)` — the default index of ~16k YAMLs costs a minute here.
+- the tasks of `BUILTIN_TASKS` (the 7-task set, `rte`, `sglue_rte`) are lm-eval's own YAML definitions (prompt,
+  choices, target, metrics, version), read from the installed lm-eval and passed as config dicts. With
+  `data_dir` only the data location changes (`dataset_path: json`, `data_files` on the split lm-eval evaluates:
+  test for ARC / OpenBookQA, validation otherwise); without it the hub dataset of the YAML is used, at
+  `revisions[task]` when given;
+- any other name (or a built-in name redefined there) is looked up in `include_path` (a directory of lm-eval
+  task YAMLs) through `TaskManager(include_path=..., include_defaults=False)` — the default index of ~16k YAMLs
+  costs a minute here.
 
 Settings that move the numbers are config fields and go into `protocol.zeroshot`: `add_bos_token` (default False
 as in the papers; lm-eval >= 0.4.10 follows the tokenizer, which adds BOS for LLaMA), batch size, `limit`, task
@@ -88,8 +90,13 @@ def include_path_tasks(include_path: str | None) -> dict[str, Path]:
     return found
 
 
+def is_builtin(task: str, cfg: ZeroShotConfig) -> bool:
+    """One of BUILTIN_TASKS and not redefined under `include_path` (a user's own YAML of that name wins)."""
+    return task in BUILTIN_TASKS and task not in include_path_tasks(cfg.include_path)
+
+
 def _task_definition(task: str, cfg: ZeroShotConfig, resolve_functions: bool) -> dict:
-    if task in BUILTIN_TASKS:
+    if is_builtin(task, cfg):
         return _load_task_yaml(_lm_eval_tasks_dir() / BUILTIN_TASKS[task], resolve_functions)
     return _load_task_yaml(include_path_tasks(cfg.include_path)[task], resolve_functions)
 
@@ -141,9 +148,9 @@ def _hub_dataset_reachable(dataset_path: str, revision: str | None) -> bool:
 
 def check_zeroshot(cfg: ZeroShotConfig) -> None:
     """Task names, metrics and data reachability; raises ConfigError before the model is loaded."""
-    custom = include_path_tasks(cfg.include_path)
     if cfg.include_path and not Path(cfg.include_path).is_dir():
         raise ConfigError("eval.zeroshot.include_path", cfg.include_path, "a directory of lm-eval task YAML files")
+    custom = include_path_tasks(cfg.include_path)
     if cfg.data_dir and not Path(cfg.data_dir).is_dir():
         raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
                           "a directory holding <task>.jsonl files in the datasets' original schema")
@@ -166,7 +173,7 @@ def check_zeroshot(cfg: ZeroShotConfig) -> None:
 
 
 def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
-    if task in BUILTIN_TASKS and cfg.data_dir:
+    if is_builtin(task, cfg) and cfg.data_dir:
         if local_data_file(cfg.data_dir, task) is None:
             raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
                               f"a directory with {task}.jsonl (or .json/.parquet): the `{eval_split(definition)}` split "
@@ -182,7 +189,7 @@ def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
                                       "an existing file (relative paths are resolved from the working directory)")
         return
     if dataset_path and not _hub_dataset_reachable(dataset_path, cfg.revisions.get(task)):
-        option = ("eval.zeroshot.data_dir=<dir with " + f"{task}.jsonl>" if task in BUILTIN_TASKS
+        option = ("eval.zeroshot.data_dir=<dir with " + f"{task}.jsonl>" if is_builtin(task, cfg)
                   else "local data_files in the task YAML")
         raise ConfigError("eval.zeroshot.tasks", task, f"a task whose dataset `{dataset_path}` is reachable",
                           f"It is neither in the hub cache nor reachable online (HF offline mode: {_offline()}). "
@@ -191,7 +198,7 @@ def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
 
 def task_spec(task: str, cfg: ZeroShotConfig) -> dict | str:
     """What `simple_evaluate` gets for one task: a config dict for the built-in tasks, a name otherwise."""
-    if task not in BUILTIN_TASKS:
+    if not is_builtin(task, cfg):
         return task
     spec = _task_definition(task, cfg, resolve_functions=True)
     spec.pop("tag", None)
@@ -211,7 +218,7 @@ def _dataset_fingerprint(task: str, lm_eval_config: dict, cfg: ZeroShotConfig) -
     kwargs = lm_eval_config.get("dataset_kwargs") or {}
     fp = {"path": lm_eval_config.get("dataset_path"), "name": lm_eval_config.get("dataset_name"),
           "revision": kwargs.get("revision") or ("local file" if cfg.data_dir else "unpinned (latest at run time)")}
-    if task in BUILTIN_TASKS and cfg.data_dir:
+    if is_builtin(task, cfg) and cfg.data_dir:
         path = local_data_file(cfg.data_dir, task)
         fp.update(local_path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                   original_dataset=_task_definition(task, cfg, False).get("dataset_path"))
