@@ -16,10 +16,12 @@ Algorithm, per linear W [rows, cols], with H = (2/N) Σ x xᵀ from the engine's
 4. cast back to the weight dtype.
 
 Deviations (all exact in exact arithmetic; float rounding differs):
-- The column-by-column update inside a segment with a fixed mask (a whole block when unstructured, M columns
-  for N:M) is computed as one batched triangular solve: for row r with pruned set S_r the errors satisfy
-  e_S · Hinv1[S, S] = w_S (forward substitution = the reference loop), and the kept weights are
-  w − e · Hinv1. No Python loop over columns; rows are processed in chunks to bound memory.
+- The column-by-column update is done `SEGMENT` (32) columns at a time (M columns for N:M, whose mask is
+  chosen at the start of each group of M, as in the reference): inside a segment the mask is fixed, so the
+  loop is one batched triangular solve — row r's errors satisfy e_S · Hinv1[S, S] = w_S on its pruned set S
+  (forward substitution = the reference loop) and the kept weights are w − e · Hinv1 — followed by one matmul
+  update of the block's later columns (the reference's own lazy-block trick, one level down). No Python loop
+  over columns; rows are processed in chunks to bound memory.
 - Linears that share one Hessian (q/k/v, gate/up: the engine shares their statistics) share one damped inverse
   and are updated together (rows stacked; the mask is still chosen per linear and per block). Rows are
   independent in OBS, so this is the same computation.
@@ -47,7 +49,8 @@ from repro.registry import register
 
 log = logging.getLogger(__name__)
 
-ROW_CHUNK_ELEMENTS = 1 << 26          # rows × block² elements of the batched triangular systems (256 MB in fp32)
+SEGMENT = 32                          # columns per batched triangular solve (unstructured); N:M uses M
+ROW_CHUNK_ELEMENTS = 1 << 25          # rows × block² elements of the batched triangular systems (128 MB in fp32)
 
 
 @dataclass
@@ -74,11 +77,13 @@ def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float) -> Tuple[torc
     return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), dead
 
 
-def obs_segment(W1: torch.Tensor, Hinv1: torch.Tensor, mask1: torch.Tensor):
-    """The reference's column loop over a segment with a fixed mask, as one batched triangular solve.
+def solve_segment(W1: torch.Tensor, Hinv1: torch.Tensor, mask1: torch.Tensor):
+    """The reference's column loop over a few columns with a fixed mask, as one batched triangular solve.
 
     W1 [rows, b] (already updated by earlier columns), Hinv1 [b, b] upper triangular, mask1 [rows, b] (True =
-    prune). Returns (Q1, Err1): the segment's final weights and the scaled errors that update later columns.
+    prune). Row r's errors e solve e_S · Hinv1[S, S] = w_S on its pruned set S (forward substitution, i.e. the
+    loop err = (w − q)/d, W1[:, i:] −= err ⊗ Hinv1[i, i:]); the kept weights become w − e · Hinv1.
+    Returns (Q1, Err1): the segment's final weights and the errors that update later columns.
     """
     rows, b = W1.shape
     m = mask1.to(W1.dtype)
@@ -86,11 +91,27 @@ def obs_segment(W1: torch.Tensor, Hinv1: torch.Tensor, mask1: torch.Tensor):
     chunk = max(1, ROW_CHUNK_ELEMENTS // (b * b))
     for r0 in range(0, rows, chunk):
         mr, wr = m[r0:r0 + chunk], W1[r0:r0 + chunk]
-        A = Hinv1.unsqueeze(0) * (mr.unsqueeze(2) * mr.unsqueeze(1))
+        A = Hinv1.unsqueeze(0) * mr.unsqueeze(2)
+        A *= mr.unsqueeze(1)
         A.diagonal(dim1=1, dim2=2).add_(1 - mr)                  # identity on kept columns: their error is 0
         err = torch.linalg.solve_triangular(A, (wr * mr).unsqueeze(1), upper=True, left=False).squeeze(1)
         Err1[r0:r0 + chunk] = err
         Q1[r0:r0 + chunk] = (wr - err @ Hinv1) * (1 - mr)
+    return Q1, Err1
+
+
+def obs_block(W1: torch.Tensor, Hinv1: torch.Tensor, segment: int, select_mask):
+    """One lazy-update block: segments of `segment` columns are solved in turn, each followed by the update of
+    the block's later columns. `select_mask(j0, j1, W1_seg)` returns the segment's mask from its current
+    (updated) weights. W1 is updated in place. Returns (Q1, Err1) for the whole block."""
+    b = W1.shape[1]
+    Q1, Err1 = torch.empty_like(W1), torch.empty_like(W1)
+    for j0 in range(0, b, segment):
+        j1 = min(j0 + segment, b)
+        mask = select_mask(j0, j1, W1[:, j0:j1])
+        Q1[:, j0:j1], Err1[:, j0:j1] = solve_segment(W1[:, j0:j1], Hinv1[j0:j1, j0:j1], mask)
+        if j1 < b:
+            W1[:, j1:] -= Err1[:, j0:j1] @ Hinv1[j0:j1, j1:]
     return Q1, Err1
 
 
@@ -125,16 +146,13 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
         W1, Hinv1 = W[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
         if not n:
             mask1 = _select_block_mask(_block_scores(W1, Hinv1), slices, targets)
-            Q1, Err1 = obs_segment(W1, Hinv1, mask1)
+            Q1, Err1 = obs_block(W1, Hinv1, SEGMENT, lambda j0, j1, _: mask1[:, j0:j1])
         else:
-            Q1, Err1 = torch.empty_like(W1), torch.empty_like(W1)
-            for j in range(0, i2 - i1, m):
-                seg = slice(j, j + m)
-                score = _block_scores(W1[:, seg], Hinv1[seg, seg])
-                mask_seg = torch.zeros_like(score, dtype=torch.bool)
-                mask_seg.scatter_(1, torch.topk(score, n, dim=1, largest=False)[1], True)
-                Q1[:, seg], Err1[:, seg] = obs_segment(W1[:, seg], Hinv1[seg, seg], mask_seg)
-                W1[:, j + m:] -= Err1[:, seg] @ Hinv1[seg, j + m:]
+            def nm_mask(j0, j1, W_seg):
+                score = _block_scores(W_seg, Hinv1[j0:j1, j0:j1])
+                mask = torch.zeros_like(score, dtype=torch.bool)
+                return mask.scatter_(1, torch.topk(score, n, dim=1, largest=False)[1], True)
+            Q1, Err1 = obs_block(W1, Hinv1, m, nm_mask)
         W[:, i1:i2] = Q1
         W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
     return W

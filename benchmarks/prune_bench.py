@@ -1,0 +1,131 @@
+"""Pruning speed benchmark: a random-weight LLaMA-shaped model, random calibration tokens, one JSON line per method.
+
+    python benchmarks/prune_bench.py                         # LLaMA-2-7B shape, 128 × 2048 tokens, fp16, CUDA
+    python benchmarks/prune_bench.py --shape small           # reduced shape on CPU (fp32, 16 × 256 tokens)
+    python benchmarks/prune_bench.py --methods wanda:2:4 sparsegpt --batch-size 16
+
+The shape decides the cost, not the values, so random weights (normal, std 0.02) and random token ids stand in
+for the checkpoint and C4. Each method prunes a freshly initialised model (same seed) through the real path,
+`repro.prune.pipeline.prune_model` (engine + uniform allocation + scorer), 50% sparsity. Printed per method:
+wall seconds of the pruning pass (calibration capture included, model creation excluded), peak memory (CUDA:
+`max_memory_allocated`, model weights included, as the reference's figures; CPU: the process's peak RSS so far),
+measured sparsity of the decoder linears; also the process CPU seconds (on a shared CPU, wall time depends on
+the load; CPU seconds much less).
+
+Reference figures (issue #3, one H100 80GB, reference code, transformers 4.44): Wanda 50% 25.0 s / 18.6 GiB,
+Wanda 2:4 40.1 s, SparseGPT 50% 369 s / 18.1 GiB. Results: benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+
+SHAPES = {
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
+    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
+                  num_key_value_heads=8, vocab_size=32000, max_position_embeddings=2048),
+}
+DEFAULTS = {"7b": dict(nsamples=128, seqlen=2048, dtype="float16", device="cuda"),
+            "small": dict(nsamples=16, seqlen=256, dtype="float32", device="cpu")}
+
+
+def build_model(shape: str, dtype: torch.dtype, device: str, seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def run_config(method: str, pattern: str, batch_size: int):
+    from repro.config import load_run_config
+
+    nm = pattern != "unstructured"
+    n, m = map(int, pattern.split(":")) if nm else (0, 0)
+    return load_run_config({
+        "score": {"name": method}, "sparsity": 0.5,
+        "pattern": {"name": "nm", "n": n, "m": m} if nm else {"name": "unstructured"},
+        "calib": {"name": "c4", "batch_size": batch_size}, "model": {"name": "bench", "path": "random"},
+    })
+
+
+def peak_memory_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * (1 if platform.system() == "Linux" else 1 / 1024) / 2 ** 20
+
+
+def bench_one(spec: str, args) -> dict:
+    from repro.models.adapter import adapter_for
+    from repro.prune.pipeline import measure_sparsity, prune_model
+
+    method, _, pattern = spec.partition(":")
+    pattern = pattern or "unstructured"
+    dtype = getattr(torch, args.dtype)
+    model = build_model(args.shape, dtype, args.device, args.seed)
+    ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.nsamples, args.seqlen),
+                        generator=torch.Generator().manual_seed(args.seed))
+    run = run_config(method, pattern, args.batch_size)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0, c0 = time.perf_counter(), time.process_time()
+    prune_model(model, adapter_for(model), run, ids)
+    if cuda:
+        torch.cuda.synchronize()
+    wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    result = {"method": method, "pattern": pattern, "shape": args.shape, "device": args.device,
+              "dtype": args.dtype, "nsamples": args.nsamples, "seqlen": args.seqlen, "batch_size": args.batch_size,
+              "wall_s": round(wall, 2), "process_cpu_s": round(cpu_s, 2), "peak_mem_gib": round(peak_memory_gib(args.device), 2),
+              "sparsity": round(measure_sparsity(model, adapter_for(model))["overall"], 5),
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if cuda:
+        result["gpu"] = torch.cuda.get_device_name()
+    del model
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    p.add_argument("--methods", nargs="+", default=["wanda", "wanda:2:4", "sparsegpt"],
+                   help="method[:N:M], e.g. wanda sparsegpt:2:4 magnitude")
+    p.add_argument("--nsamples", type=int)
+    p.add_argument("--seqlen", type=int)
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for key, value in DEFAULTS[args.shape].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("CUDA is not available: run with --shape small (CPU) or --device cpu")
+    for spec in args.methods:
+        print(json.dumps(bench_one(spec, args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
