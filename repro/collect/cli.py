@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def tables_main(argv) -> None:
     p.add_argument("paper", help="a directory name under experiments/ (e.g. owl, wanda), or 'all'")
     p.add_argument("--table", action="append", help="only this table (repeatable)")
     p.add_argument("--format", default="md", choices=FORMATS + ("all",))
-    p.add_argument("--results", action="append", help="results directory (repeatable; default: results)")
+    p.add_argument("--results", action="append",
+                   help="results directory (repeatable; default: $REPRO_RESULTS or results)")
     p.add_argument("--out", help="write <out>/<paper>/<table>.{md,tex,csv} and <out>/<paper>.html instead of stdout")
     p.add_argument("--tol", action="append", metavar="FAMILY.KIND=VALUE", help="tolerance override, e.g. ppl.rel=0.05")
     p.add_argument("--stand-in", action="append", metavar="RUN_MODEL=PAPER_MODEL",
@@ -92,7 +94,7 @@ def tables_main(argv) -> None:
         tol = parse_tolerances(args.tol)
         stand_ins = parse_stand_ins(args.stand_in)
         names = papers(Path(args.experiments)) if args.paper == "all" else [args.paper]
-        recs = load_records(args.results or ["results"])
+        recs = load_records(args.results or [os.environ.get("REPRO_RESULTS", "results")])
         if not recs.records:
             print(f"repro tables: no usable run record under {', '.join(map(str, recs.roots))} "
                   f"({len(recs.skipped)} skipped); the tables show reported numbers only. Make some with "
@@ -149,7 +151,8 @@ def diff_main(argv) -> None:
                                 "fingerprint, metrics, versions.")
     p.add_argument("run_a", help="run directory, result.json, or identity (prefix)")
     p.add_argument("run_b")
-    p.add_argument("--results", default="results", help="where identities are looked up (<results>/runs/)")
+    p.add_argument("--results", default=os.environ.get("REPRO_RESULTS", "results"),
+                   help="where identities are looked up (<results>/runs/; default $REPRO_RESULTS or results)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = p.parse_args(argv)
     try:

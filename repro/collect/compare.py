@@ -187,7 +187,9 @@ def _extra_models(table: Table, records: list) -> list:
         if t not in templates:
             templates.append(t)
     extra = []
-    for model in sorted({record_key_fields(r)["model"] for r in records} - known - {None}):
+    trained = {record_key_fields(r)["model"] for r in records
+               if not ((r.get("config") or {}).get("model") or {}).get("random_init")}   # random weights: no column
+    for model in sorted(trained - known - {None}):
         for t in templates:
             label = " ".join([model] + [f"{v:.0%}" if isinstance(v, float) else str(v) for v in t.values()])
             probe = AxisItem(label=label, select={**t, "model": model}, extra=True)
