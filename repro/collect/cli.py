@@ -93,6 +93,8 @@ def tables_main(argv) -> None:
     try:
         tol = parse_tolerances(args.tol)
         stand_ins = parse_stand_ins(args.stand_in)
+        if args.paper == "all" and args.table:
+            raise ConfigError("--table", args.table, "no --table with 'all' (tables belong to one paper)")
         names = papers(Path(args.experiments)) if args.paper == "all" else [args.paper]
         recs = load_records(args.results or [os.environ.get("REPRO_RESULTS", "results")])
         if not recs.records:
@@ -107,7 +109,7 @@ def tables_main(argv) -> None:
             raise ConfigError("--format", "all", "a single format when writing to stdout", "Add --out DIR.")
         for name in names:
             result = build_paper(name, recs, Path(args.experiments), tolerances=tol,
-                                 tables=args.table if args.paper != "all" else None, stand_ins=stand_ins)
+                                 tables=args.table, stand_ins=stand_ins)
             for fmt in formats:
                 if args.out:
                     for path in write_outputs(result, fmt, Path(args.out)):
