@@ -217,6 +217,16 @@ class PathsConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What a launcher gives one job (repro/runner; docs/runner.md). Not part of the run identity."""
+    gpus: Optional[int] = None           # GPUs leased per job; None = model.gpus (the model config's own need)
+
+    def __post_init__(self):
+        if self.gpus is not None:
+            check_range("resources.gpus", self.gpus, lo=1)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     calib: CalibConfig = field(default_factory=CalibConfig)
@@ -231,6 +241,7 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logger: Any = None                   # optional mirrors (wandb); never part of the identity
     force: bool = False                  # rerun even if an `ok` record exists
 

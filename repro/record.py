@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 RECORD_FILE = "result.json"
 
 NON_IDENTITY_KEYS = (
-    "paths", "logger", "force", "experiment",
+    "paths", "logger", "force", "experiment", "resources",
     "model.path", "model.gguf_file", "model.tokenizer", "model.device",
     "model.gpus",                        # how many GPUs a launcher leases to one job (repro/runner)
     "calib.local_path", "calib.batch_size",

@@ -4,7 +4,8 @@
     python -m repro.run -m hydra/launcher=gpu_pool hydra.launcher.dry_run=true ...   # the grid and its status
 
 Settings (`conf/hydra/launcher/gpu_pool.yaml`, typed by `GpuPoolLauncherConf`): gpus, max_parallel,
-threads_per_job, start_method, dry_run, progress, grace_s. GPUs per job come from each job's `model.gpus`.
+threads_per_job, start_method, dry_run, progress, grace_s. GPUs per job: each job's
+`resources.gpus` (null: its `model.gpus`, default 1).
 The work is in repro/runner/ (plan.py: resume/dedup/validation, pool.py: processes and GPU leases).
 Discovery: `python -m repro.run --info plugins` lists GpuPoolLauncher. This module imports nothing heavy.
 """

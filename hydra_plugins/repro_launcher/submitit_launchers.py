@@ -6,8 +6,8 @@ What this adds to hydra-submitit-launcher's SlurmLauncher/LocalLauncher (whose j
 as is — the same pickled config and Hydra `run_job` on the node):
   * the grid is planned before submitting (repro/runner/plan.py): jobs with an `ok` record are skipped, jobs
     with the same identity are submitted once, every job config is validated — nothing is submitted if one is bad;
-  * GPUs per job come from each job's `model.gpus`: one SLURM array per distinct GPU count, each with
-    `gpus_per_node` set (unless `hydra.launcher.gpus_per_node` is set explicitly); a job asking for more than
+  * GPUs per job come from each job's `resources.gpus` (null: `model.gpus`): one SLURM array per distinct GPU
+    count, each with `gpus_per_node` set (unless `hydra.launcher.gpus_per_node` is set explicitly); a job asking for more than
     `max_gpus_per_node` fails before submission; `partition` is checked against `sinfo` when sinfo exists;
   * a failed array element (exception, time limit, preemption, OOM kill) does not stop the collection of the
     others: each gets a failed record with the tail of its SLURM stderr (repro/runner/failures.py);
@@ -38,7 +38,7 @@ EXTRA_KEYS = ("max_gpus_per_node", "check_partition", "dry_run", "progress", "po
 
 @dataclass
 class ReproQueueExtras:
-    max_gpus_per_node: int = 8          # a job whose model.gpus exceeds it fails before anything is submitted
+    max_gpus_per_node: int = 8          # a job whose resources.gpus exceeds it fails before anything is submitted
     check_partition: bool = True        # check `partition` against `sinfo -h -o %P` (when sinfo exists)
     dry_run: bool = False               # print the grid with each job's status; submit nothing
     progress: bool = True
@@ -65,6 +65,13 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
         self.extras = {k: params.pop(k) for k in EXTRA_KEYS if k in params}
         super().__init__(**params)
 
+    def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state) -> JobReturn:
+        """The job side (on the node): submitit's own, plus the test-only fault hook (repro/runner/faults.py)."""
+        from repro.runner import faults
+
+        faults.install(sweep_overrides)
+        return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
+
     def _executor(self, gpus: int):
         import submitit
 
@@ -86,7 +93,7 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
         limit = self.extras.get("max_gpus_per_node", 8)
         for job in jobs:
             if job.action == "run" and job.gpus > limit:
-                raise ConfigError("model.gpus", job.gpus, f"at most hydra.launcher.max_gpus_per_node={limit}",
+                raise ConfigError("resources.gpus", job.gpus, f"at most hydra.launcher.max_gpus_per_node={limit}",
                                   f"Job {job.label}.")
         partition = self.params.get("partition")
         if self._EXECUTOR == "slurm" and partition and self.extras.get("check_partition", True) \
@@ -99,10 +106,11 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra.core.singleton import Singleton
 
-        from repro.runner.plan import log_plan_summary, plan_jobs, plan_table, write_manifest
+        from repro.runner.plan import importable, log_plan_summary, plan_jobs, plan_table, write_manifest
         from repro.runner.returns import assemble_returns, completed_return, count_failed
 
         assert self.config is not None and self.hydra_context is not None
+        self.task_function = importable(self.task_function)   # shipped by reference, not by value
         progress = bool(self.extras.get("progress", True))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)

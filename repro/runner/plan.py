@@ -33,7 +33,7 @@ class PlannedJob:
     overrides: list
     identity: str
     results: str                   # paths.results of the job
-    gpus: int                      # model.gpus: GPUs the job leases
+    gpus: int                      # resources.gpus, else model.gpus: GPUs the job leases
     job_dir: str                   # <hydra.sweep.dir>/<hydra.sweep.subdir>: launcher log, Hydra's .hydra/
     action: str                    # run | skip | duplicate
     status: str                    # ok | failed | running | missing (at planning time)
@@ -53,6 +53,21 @@ class PlannedJob:
         return {"num": self.num, "overrides": list(self.overrides), "identity": self.identity,
                 "results": self.results, "run_dir": str(self.run_dir), "gpus": self.gpus, "job_dir": self.job_dir,
                 "action": self.action, "duplicate_of": self.duplicate_of}
+
+
+def importable(task_function):
+    """`python -m repro.run` makes the task function `__main__.main_entry`, which cloudpickle would ship by value;
+    ship the same function by reference to its module instead (`repro.run.main_entry`, preloaded in the jobs)."""
+    import importlib
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(task_function, "__module__", None) == "__main__" and spec is not None and spec.name:
+        try:
+            return getattr(importlib.import_module(spec.name), task_function.__name__)
+        except (ImportError, AttributeError):
+            pass
+    return task_function
 
 
 def compose_job(hydra_context, master_config: DictConfig, overrides: Sequence[str], num: int) -> DictConfig:
@@ -96,7 +111,8 @@ def plan_jobs(hydra_context, master_config: DictConfig, job_overrides: Sequence[
             first_of[identity] = index
             action, dup = ("skip" if status == "ok" and not run.force else "run"), None
         jobs.append(PlannedJob(index=index, num=num, overrides=list(overrides), identity=identity,
-                               results=run.paths.results, gpus=run.model.gpus, job_dir=job_dir, action=action,
+                               results=run.paths.results, gpus=run.resources.gpus or run.model.gpus,
+                               job_dir=job_dir, action=action,
                                status=status, duplicate_of=dup, sweep_config=sweep_config, run=run))
     return jobs
 

@@ -1,15 +1,16 @@
 """The GPU pool: run a planned sweep on one machine, one process per job, each with the GPUs it leased.
 
     python -m repro.run -m hydra/launcher=gpu_pool model=llama2-7b,mistral-7b sparsity=0.5,0.6,0.7
-    python -m repro.run -m hydra/launcher=gpu_pool hydra.launcher.gpus=[0,1,2,3] model=llama2-70b model.gpus=4
+    python -m repro.run -m hydra/launcher=gpu_pool hydra.launcher.gpus=[0,1,2,3] model=llama2-70b resources.gpus=4
     python -m repro.run -m hydra/launcher=gpu_pool hydra.launcher.gpus=[] hydra.launcher.max_parallel=2 ...  # CPU
 
 Why not Hydra's stock launchers: the basic launcher runs every job in the launcher's own process (CUDA state and
 allocator peaks carry over, one crash ends the sweep); joblib reuses workers (CUDA_VISIBLE_DEVICES is read once)
 and `submitit_local` gives every job all GPUs (hydra#2757, #2602, #2465; shared/research/framework_anchors.md §4).
 
-Scheduling: a job needs `model.gpus` GPUs; the pool starts, in grid order, every waiting job that fits in the
-free GPUs (first fit, so small jobs backfill around a large one) and, if set, under `max_parallel`. CPU mode
+Scheduling: a job needs `resources.gpus` GPUs (null: `model.gpus`, default 1); the pool starts, in grid order,
+every waiting job that fits in the free GPUs (first fit: small jobs backfill around a large one) and, if set,
+under `max_parallel`. CPU mode
 (no GPU on the node or `gpus=[]`) runs `max_parallel` jobs at once (default 1) with CUDA_VISIBLE_DEVICES="".
 Processes come from a forkserver that imported torch/transformers/repro once (`start_method=forkserver`; `spawn`
 starts a fresh interpreter per job). A job that raises, is SIGKILLed or OOM-killed, or segfaults is recorded as
@@ -37,7 +38,7 @@ from typing import Optional
 
 from repro.config import ConfigError, check_choice
 from repro.runner.failures import JobFailed, describe_exit, record_failure, stderr_tail
-from repro.runner.plan import PlannedJob
+from repro.runner.plan import PlannedJob, importable
 from repro.runner.returns import failed_return
 
 log = logging.getLogger("repro.runner")
@@ -104,8 +105,8 @@ class PoolSettings:
             return
         for job in jobs:
             if job.action == "run" and job.gpus > len(self.gpus):
-                raise ConfigError("model.gpus", job.gpus, f"at most {len(self.gpus)} (the GPUs this launcher "
-                                  f"leases: {','.join(self.gpus)})", f"Job {job.label}. Lower model.gpus, list "
+                raise ConfigError("resources.gpus", job.gpus, f"at most {len(self.gpus)} (the GPUs this launcher "
+                                  f"leases: {','.join(self.gpus)})", f"Job {job.label}. Lower resources.gpus, list "
                                   "more GPUs in hydra.launcher.gpus, or launch on SLURM (hydra/launcher=slurm).")
 
 
@@ -301,21 +302,6 @@ class PoolRunner:
                 "overrides": list(job.overrides), **data}
         with open(self.events, "a") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def importable(task_function):
-    """`python -m repro.run` makes the task function `__main__.main_entry`, which cloudpickle would ship by value;
-    ship the same function by reference to its module instead (`repro.run.main_entry`, preloaded in the jobs)."""
-    import importlib
-    import sys
-
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if getattr(task_function, "__module__", None) == "__main__" and spec is not None and spec.name:
-        try:
-            return getattr(importlib.import_module(spec.name), task_function.__name__)
-        except (ImportError, AttributeError):
-            pass
-    return task_function
 
 
 def _raise_keyboard_interrupt(signum, frame):

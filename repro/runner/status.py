@@ -13,7 +13,6 @@ for a sweep run by another launcher (basic, joblib), each job's saved `.hydra/co
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -126,17 +125,14 @@ def _rows_from_overrides(overrides: list[str]) -> list[dict]:
 
 
 def status_main(argv) -> None:
-    parser = argparse.ArgumentParser(prog="repro status", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", nargs="*", help="a sweep directory, or Hydra overrides describing a grid")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    args, extra = parser.parse_known_args(list(argv))
-    target = list(args.target) + list(extra)
+    argv = list(argv)
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        print(__doc__.split("\n\nA status")[0])
+        raise SystemExit(0 if argv else 2)
+    as_json = "--json" in argv
+    target = [a for a in argv if a != "--json"]
     if len(target) == 1 and Path(target[0]).is_dir():
         rows = rows_from_sweep_dir(Path(target[0]))
     else:
         rows = _rows_from_overrides(target)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(render_table(rows))
+    print(json.dumps(rows, indent=2) if as_json else render_table(rows))
