@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import REPO, compose_run
 from repro.config import ConfigError, ZeroShotConfig
@@ -247,13 +246,23 @@ def test_run_records_per_task_accuracy_and_fingerprint(results_dir):
 
 
 @pytest.mark.slow
-def test_smollm2_fixture_tasks(smollm2):
-    """The real 135M model and its GPT-2-style tokenizer through the harness (two tasks, 12 items)."""
+def test_smollm2_matches_lm_eval_with_its_own_task_files(smollm2, tmp_path):
+    """The real 135M model and its GPT-2-style tokenizer: our task construction gives lm-eval's own numbers."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
     from repro.eval.zeroshot import evaluate_zeroshot
 
     model, tok = smollm2
-    metrics, protocol = evaluate_zeroshot(model, tok, fixture_cfg(tasks=["arc_easy", "piqa"], batch_size=8))
-    assert set(metrics) == {"arc_easy", "piqa", "mean"}
-    assert protocol["bos_in_inputs"] is False and protocol["tasks"]["piqa"]["n_samples"]["effective"] == 6
-    # this model answers at least some of the easy fixture questions (a random model scores 0 on arc_easy here)
-    assert metrics["arc_easy"] > 0 and torch.isfinite(torch.tensor(metrics["mean"]))
+    tasks = ["arc_easy", "hellaswag"]
+    ours, protocol = evaluate_zeroshot(model, tok, fixture_cfg(tasks=tasks, batch_size=8))
+    direct = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=model, tokenizer=tok, batch_size=8, add_bos_token=False), tasks=tasks,
+        task_manager=TaskManager(include_path=str(_lm_eval_task_dir_with_local_data(tmp_path)),
+                                 include_defaults=False), num_fewshot=0, log_samples=False)["results"]
+    for task in tasks:
+        assert protocol["tasks"][task]["all_metrics"]["acc"] == direct[task]["acc,none"]
+        assert protocol["tasks"][task]["all_metrics"]["acc_norm"] == direct[task]["acc_norm,none"]
+        assert ours[task] == direct[task]["acc,none"]
+    assert protocol["bos_in_inputs"] is False and protocol["tasks"]["hellaswag"]["n_samples"]["effective"] == 6
