@@ -107,15 +107,24 @@ def tables_main(argv) -> None:
         formats = list(FORMATS) if args.format == "all" else [args.format]
         if args.format == "all" and not args.out:
             raise ConfigError("--format", "all", "a single format when writing to stdout", "Add --out DIR.")
+        index = []
         for name in names:
             result = build_paper(name, recs, Path(args.experiments), tolerances=tol,
                                  tables=args.table, stand_ins=stand_ins)
+            index += [f"| [{name}]({name}.html) | [{t}]({name}/{t}.md) | {tr.coverage} |"
+                      for t, tr in result.tables.items()]
             for fmt in formats:
                 if args.out:
                     for path in write_outputs(result, fmt, Path(args.out)):
                         print(path)
                 else:
                     sys.stdout.write(render(result, fmt))
+        if args.out:
+            path = Path(args.out) / "index.md"
+            path.write_text(f"# Coverage of the encoded paper tables\n\n{len(recs)} run records from "
+                            f"{', '.join(map(str, recs.roots))}.\n\n| paper | table | coverage |\n|---|---|---|\n"
+                            + "\n".join(index) + "\n")
+            print(path)
     except (ConfigError, DataFileError) as e:
         _fail("repro tables", e)
 
