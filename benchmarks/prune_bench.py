@@ -3,6 +3,8 @@
     python benchmarks/prune_bench.py                         # LLaMA-2-7B shape, 128 × 2048 tokens, fp16, CUDA
     python benchmarks/prune_bench.py --shape small           # reduced shape on CPU (fp32, 16 × 256 tokens)
     python benchmarks/prune_bench.py --methods wanda:2:4 sparsegpt --batch-size 16
+    python benchmarks/prune_bench.py --config env=offline model=smollm2-135m calib.nsamples=32 --threads 1
+                                                             # a real model + real calibration text via Hydra
 
 The shape decides the cost, not the values, so random weights (normal, std 0.02) and random token ids stand in
 for the checkpoint and C4. Each method prunes a freshly initialised model (same seed) through the real path,
@@ -70,17 +72,38 @@ def peak_memory_gib(device: str) -> float:
     return kib * (1 if platform.system() == "Linux" else 1 / 1024) / 2 ** 20
 
 
+def from_hydra(overrides: list, method: str, pattern: str):
+    """A real model and its real calibration set, composed from the Hydra tree like `python -m repro.run`."""
+    from hydra import compose, initialize_config_dir
+
+    from repro.config import load_run_config
+    from repro.data.calibration import load_calibration
+    from repro.models.loading import load_model, model_seqlen
+    from repro.run import CONF_DIR
+
+    nm = [] if pattern == "unstructured" else [f"pattern=nm_{pattern.replace(':', '_')}"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        run = load_run_config(compose("config", overrides=[*overrides, f"score={method}", *nm]))
+    model, tokenizer = load_model(run.model, seed=run.seed)
+    calib = load_calibration(run.calib, tokenizer, run.calib.seqlen or model_seqlen(model, run.model))
+    return model, calib.input_ids, run
+
+
 def bench_one(spec: str, args) -> dict:
     from repro.models.adapter import adapter_for
     from repro.prune.pipeline import measure_sparsity, prune_model
 
     method, _, pattern = spec.partition(":")
     pattern = pattern or "unstructured"
-    dtype = getattr(torch, args.dtype)
-    model = build_model(args.shape, dtype, args.device, args.seed)
-    ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.nsamples, args.seqlen),
-                        generator=torch.Generator().manual_seed(args.seed))
-    run = run_config(method, pattern, args.batch_size)
+    if args.config:
+        model, ids, run = from_hydra(args.config, method, pattern)
+        args.device, args.dtype, args.shape = str(model.device), run.model.dtype, run.model.name
+        args.nsamples, args.seqlen, args.batch_size = ids.shape[0], ids.shape[1], run.calib.batch_size
+    else:
+        model = build_model(args.shape, getattr(torch, args.dtype), args.device, args.seed)
+        ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.nsamples, args.seqlen),
+                            generator=torch.Generator().manual_seed(args.seed))
+        run = run_config(method, pattern, args.batch_size)
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -115,12 +138,16 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--config", nargs="+", help="Hydra overrides of a real run instead of a random shape "
+                   "(e.g. env=offline model=smollm2-135m calib.nsamples=32)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     for key, value in DEFAULTS[args.shape].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.config:
+        args.device = "cpu"                              # the model's own device is read after loading
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("CUDA is not available: run with --shape small (CPU) or --device cpu")
     for spec in args.methods:

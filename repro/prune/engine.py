@@ -197,11 +197,11 @@ def _check_finite(ctx: BlockContext) -> None:
 
 
 class _StatsCollector:
-    """Forward hooks that feed each hooked linear's input to its `LayerStats`.
+    """Forward pre-hooks that feed each hooked linear's input to its `LayerStats`.
 
     On the first batch, linears whose input is the very same tensor object share one `LayerStats`; later batches
     accumulate it once. With `stop_early`, the block's forward is interrupted once every hooked linear has seen
-    its input.
+    its input, before the last one computes anything.
     """
 
     def __init__(self, linears: Dict[str, nn.Linear], kinds: frozenset, dtype: torch.dtype, stop_early: bool):
@@ -217,7 +217,7 @@ class _StatsCollector:
         self._nseq = x.shape[0]            # sequences in this batch, whatever shape a linear sees (OPT's fc1: 2-D)
 
     def _hook(self, name):
-        def hook(module, args, out):
+        def hook(module, args):
             x = args[0]
             if name not in self.owner:
                 shared = next((other for t, other in self._first_batch_inputs if t is x), None)
@@ -232,7 +232,7 @@ class _StatsCollector:
         return hook
 
     def attach(self):
-        return [lin.register_forward_hook(self._hook(n)) for n, lin in self.linears.items()]
+        return [lin.register_forward_pre_hook(self._hook(n)) for n, lin in self.linears.items()]
 
     def finish(self) -> None:
         self._first_batch_inputs.clear()
