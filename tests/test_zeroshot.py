@@ -108,6 +108,18 @@ def test_typed_config_rejects_bad_keys_and_values():
     assert run.eval.zeroshot.add_bos_token is False and run.eval.zeroshot.metric == "acc"
 
 
+@pytest.mark.parametrize("name, has_rte", [("zeroshot", False), ("zeroshot_rte", True), ("zeroshot_neuronal", True),
+                                            ("zeroshot_restorelcc", True), ("zeroshot_losa", False),
+                                            ("zeroshot_lua_llm", False)])
+def test_paper_task_sets_are_valid_and_runnable_offline(name, has_rte):
+    from repro.eval.zeroshot import check_zeroshot
+
+    zs = compose_run(f"eval={name}").eval.zeroshot
+    assert len(zs.tasks) == 7 and ("rte" in zs.tasks) == has_rte and ("piqa" in zs.tasks) != has_rte
+    assert zs.metric == "acc" and zs.num_fewshot == 0 and zs.add_bos_token is False
+    check_zeroshot(dataclasses.replace(zs, data_dir=str(FIXTURES)))   # every task has fixture data
+
+
 def test_bad_task_fails_before_the_model_is_loaded(results_dir):
     from repro.run import execute
 
