@@ -4,12 +4,14 @@
     python benchmarks/speed_bench.py --shape small            # reduced LLaMA shape on CPU, fp32 (dense kernel)
     python benchmarks/speed_bench.py --model smollm2-135m     # a model of conf/model/ instead of a random shape
     python benchmarks/speed_bench.py --shape small --batch-size 8 --input-tokens 32 --output-tokens 64
+    python benchmarks/speed_bench.py --model smollm2-135m --interleave --cpu-threads 1   # fair on a loaded CPU
 
 Each case is one `repro.run.execute` with `score=magnitude pattern=nm_2_4 eval=speed` and no perplexity: the run
 measures the dense model before pruning (`metrics.speed_dense`), prunes 2:4, measures again (`metrics.speed`,
 kernel `auto`: semi-structured on a capable GPU, dense elsewhere) and records the speed-ups. Random weights stand
 in for a checkpoint (speed depends on the shape, not on the values). Protocol defaults: Lua-LLM's batch 8,
-32 input tokens, 256 output tokens. One JSON line per case; recorded output: benchmarks/SPEED_RESULTS.md.
+32 input tokens, 256 output tokens. One JSON line per case; recorded output: benchmarks/SPEED_RESULTS.md. `--interleave` instead
+keeps a dense and a pruned copy in one process and alternates their measurements (twice the memory).
 On a shared CPU the wall-clock numbers depend on the load: compare dense and pruned of the same run only.
 """
 from __future__ import annotations
@@ -36,6 +38,10 @@ def overrides_for(args) -> list[str]:
         model = ["model=tiny-llama", f"model.name=random-llama-{args.shape}", "model.tokenizer=null",
                  f"model.random_init={{model_type:llama,tie_word_embeddings:false,{sizes}}}"]
     defaults = DEFAULTS[args.shape]
+    if args.model:   # a named model: the GPU in fp16 when there is one, else the CPU in fp32
+        import torch
+
+        defaults = DEFAULTS["7b"] if torch.cuda.is_available() else DEFAULTS["small"]
     return model + [
         f"model.dtype={args.dtype or defaults['dtype']}", f"model.device={args.device or defaults['device']}",
         "score=magnitude", "pattern=nm_2_4", "sparsity=0.5", "calib=none", "eval=speed", "eval.ppl.datasets=[]",
@@ -45,6 +51,50 @@ def overrides_for(args) -> list[str]:
         f"eval.speed.cpu_threads={args.cpu_threads or 'null'}",
         f"paths.results={args.results or tempfile.mkdtemp(prefix='speed-bench-')}",
     ]
+
+
+def interleaved(run) -> dict:
+    """Dense and pruned copies in one process, measured alternately (one repeat each, in turn), so that a changing
+    load on a shared machine hits both alike. Needs twice the model's memory: small models only."""
+    import copy
+    import dataclasses
+    import statistics
+    from contextlib import nullcontext
+
+    import torch
+
+    from repro.eval.speed import choose_kernel, measure, random_prompt, semi_structured_weights, speedups
+    from repro.models.adapter import adapter_for
+    from repro.models.loading import load_model
+    from repro.prune.pipeline import measure_sparsity, prune_model
+
+    cfg = run.eval.speed
+    dense, tok = load_model(run.model, seed=run.seed)
+    pruned = copy.deepcopy(dense)
+    prune_model(pruned, adapter_for(pruned), run, None)
+    weight = dense.get_input_embeddings().weight
+    linears = adapter_for(pruned).all_linears(pruned)
+    kernel, reason = choose_kernel(cfg.kernel, linears, weight.device, weight.dtype)
+    prompt = random_prompt(cfg, min(dense.config.vocab_size, len(tok)), weight.device)
+    if cfg.cpu_threads and weight.device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    once = dataclasses.replace(cfg, warmup=0, repeats=1)
+    rows = {"dense": [], "pruned": []}
+    with semi_structured_weights(linears) if kernel == "semi_structured" else nullcontext():
+        for i in range(cfg.warmup + cfg.repeats):
+            for label, model in (("dense", dense), ("pruned", pruned)):
+                result = measure(model, prompt, once, desc=f"{label} {i}")
+                if i >= cfg.warmup:
+                    rows[label].append(result)
+    med = {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in rows.items()}
+    return {"mode": "interleaved", "model": run.model.name, "dtype": run.model.dtype,
+            "device": str(weight.device), "threads": torch.get_num_threads(), "kernel_pruned": kernel,
+            "kernel_reason": reason, "sparsity": measure_sparsity(pruned, adapter_for(pruned))["overall"],
+            "protocol": {k: getattr(cfg, k) for k in ("batch_size", "input_tokens", "output_tokens", "warmup",
+                                                      "repeats")},
+            **{label: {k: round(v, 2) for k, v in m.items() if k.endswith("_tok_s")} for label, m in med.items()},
+            "speedup": {k: round(v, 3) for k, v in speedups(med["dense"], med["pruned"]).items()},
+            "torch": torch.__version__}
 
 
 def main(argv=None) -> int:
@@ -61,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-threads", type=int, help="torch threads while measuring on CPU")
     p.add_argument("--kernel", default="auto", choices=["auto", "dense", "semi_structured"])
     p.add_argument("--results", help="results directory (default: a temp dir)")
+    p.add_argument("--interleave", action="store_true",
+                   help="measure dense and pruned copies alternately in one process (fair on a loaded machine)")
     args = p.parse_args(argv)
 
     from hydra import compose, initialize_config_dir
@@ -70,6 +122,9 @@ def main(argv=None) -> int:
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         run = load_run_config(compose("config", overrides=overrides_for(args)))
+    if args.interleave:
+        print(json.dumps(interleaved(run)))
+        return 0
     record = execute(run)
     dense, pruned = record["metrics"]["speed_dense"], record["metrics"]["speed"]
     proto = record["protocol"]["speed"]
