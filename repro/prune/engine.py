@@ -159,7 +159,7 @@ def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = N
             continue
         if keep_outputs:
             y = y[0] if isinstance(y, (tuple, list)) else y
-            outs.append(y.to(x.device, non_blocking=True))
+            outs.append(y.to(x.device))                  # blocking: a non_blocking D2H copy could be read early
     return outs
 
 

@@ -40,9 +40,8 @@ class _Accumulator:
 
 
 class SqNorm(_Accumulator):
-    def contribution(self, x):
-        x = x.to(self.dtype)
-        return (x * x).sum(dim=0)
+    def contribution(self, x):          # ‖x_j‖² as the reference (norm, then square), upcast inside the kernel
+        return torch.linalg.vector_norm(x, dim=0, dtype=self.dtype).square()
 
 
 def _gram(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
