@@ -57,3 +57,13 @@ def test_build_mask_dispatch():
     assert torch.equal(build_mask(score, 0.5, None, "layer"), prune_below_layer_threshold(score, 0.5))
     with pytest.raises(ValueError, match="granularity"):
         build_mask(score, 0.5, None, "block")
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+def test_n_of_m_breaks_ties_like_the_per_group_topk_loop(n, m):
+    torch.manual_seed(0)
+    score = torch.randint(0, 3, (32, 64)).float()            # many exact ties (as fp16 / GGUF magnitudes)
+    loop = torch.zeros_like(score, dtype=torch.bool)
+    for start in range(0, 64, m):                             # one topk per group of M columns, left to right
+        loop.scatter_(1, start + torch.topk(score[:, start:start + m], n, dim=1, largest=False)[1], True)
+    assert torch.equal(prune_n_of_m(score, n, m), loop)

@@ -7,8 +7,9 @@ Scores are `[rows = outputs, cols = inputs]`; low score = pruned first. Conventi
   prune every entry `<= t` — ties at the threshold are all pruned, so the layer can end up slightly sparser;
 - per-row targets (NeuronAL's neuron granularity): stable *descending* sort, keep `floor((1 − s_r) · cols)`;
 - N:M: in every group of M consecutive input columns of a row, prune the N lowest (`torch.topk`, largest=False).
-  Deviation: one vectorised `topk` over all groups instead of a loop over column groups; ties inside a group may
-  break differently from the reference loop (the chosen *values* are the same).
+  One vectorised `topk` over all groups instead of the references' loop over column groups; on CPU it breaks
+  ties exactly like the loop (tests/test_masks.py, tie-heavy scores); on CUDA this is untested, and ties could
+  break differently there (the chosen *values* are the same).
 """
 from __future__ import annotations
 
