@@ -108,5 +108,6 @@ def test_run_records_dense_and_pruned_speed(results_dir):
     assert pruned["prefill_speedup"] == pytest.approx(pruned["prefill_tok_s"] / dense["prefill_tok_s"])
     proto = saved["protocol"]["speed"]
     assert proto["kernel"] == "dense" and proto["batch_size"] == 2 and proto["device"]["type"] == "cpu"
-    assert saved["protocol"]["speed_dense"]["kernel_reason"].count("not 2:4")   # dense model: not 2:4 yet
-    assert "not 2:4" not in proto["kernel_reason"]                              # pruned model: 2:4, but CPU
+    assert saved["protocol"]["speed_dense"]["kernel"] == "dense"                # the baseline: always dense
+    assert saved["protocol"]["speed_dense"]["kernel_reason"] == "requested"
+    assert "not 2:4" not in proto["kernel_reason"] and "CUDA only" in proto["kernel_reason"]  # 2:4, but CPU

@@ -53,9 +53,11 @@ def check_speed(cfg: SpeedConfig, run=None) -> None:
                           "semi_structured needs a CUDA GPU with compute capability >= 8.0 (model.device=cuda).")
     if run is not None:
         if run.model.dtype not in ("float16", "bfloat16"):
-            raise ConfigError("model.dtype", run.model.dtype, "float16 or bfloat16 for eval.speed.kernel=semi_structured")
+            raise ConfigError("model.dtype", run.model.dtype,
+                              "float16 or bfloat16 for eval.speed.kernel=semi_structured")
         if run.score.name != "dense" and (run.pattern.name, run.pattern.n, run.pattern.m) != ("nm", 2, 4):
-            raise ConfigError("pattern", run.pattern.label, "2:4 (pattern=nm_2_4) for eval.speed.kernel=semi_structured")
+            raise ConfigError("pattern", run.pattern.label,
+                              "2:4 (pattern=nm_2_4) for eval.speed.kernel=semi_structured")
 
 
 def follows_n_of_m(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:

@@ -176,8 +176,8 @@ def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
     if is_builtin(task, cfg) and cfg.data_dir:
         if local_data_file(cfg.data_dir, task) is None:
             raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
-                              f"a directory with {task}.jsonl (or .json/.parquet): the `{eval_split(definition)}` split "
-                              f"of {definition['dataset_path']} in its original schema")
+                              f"a directory with {task}.jsonl (or .json/.parquet): the `{eval_split(definition)}` "
+                              f"split of {definition['dataset_path']} in its original schema")
         return
     dataset_path = definition.get("dataset_path")
     if dataset_path in ("json", "csv", "parquet", "text"):
