@@ -97,6 +97,22 @@ def test_custom_task_from_include_path(tiny_llama, tmp_path):
         check_zeroshot(cfg)
 
 
+def test_hub_cache_makes_a_task_reachable_offline_and_names_the_commit(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from repro.eval.zeroshot import check_zeroshot, hub_dataset_commit
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match="piqa"):
+        check_zeroshot(ZeroShotConfig(tasks=["piqa"]))
+    repo = tmp_path / "datasets--baber--piqa"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd\n")
+    check_zeroshot(ZeroShotConfig(tasks=["piqa"]))          # cached: no error although HF_HUB_OFFLINE=1
+    assert hub_dataset_commit("baber/piqa") == "0123abcd"
+    assert hub_dataset_commit("baber/piqa", "v2") is None and hub_dataset_commit("allenai/ai2_arc") is None
+
+
 def test_typed_config_rejects_bad_keys_and_values():
     with pytest.raises(ConfigError, match="eval.zeroshot.taks"):
         compose_run("eval=zeroshot_fixtures", "+eval.zeroshot.taks=[piqa]")

@@ -214,14 +214,30 @@ def task_spec(task: str, cfg: ZeroShotConfig) -> dict | str:
     return spec
 
 
+def hub_dataset_commit(dataset_path: str, revision: str | None = None) -> str | None:
+    """The commit the local hub cache resolved `revision` (default `main`) of a dataset repo to; None if unknown."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"datasets--{dataset_path.replace('/', '--')}"
+    ref = repo / "refs" / (revision or "main")
+    if ref.is_file():
+        return ref.read_text().strip()
+    return revision if revision and (repo / "snapshots" / revision).is_dir() else None
+
+
 def _dataset_fingerprint(task: str, lm_eval_config: dict, cfg: ZeroShotConfig) -> dict:
     kwargs = lm_eval_config.get("dataset_kwargs") or {}
-    fp = {"path": lm_eval_config.get("dataset_path"), "name": lm_eval_config.get("dataset_name"),
-          "revision": kwargs.get("revision") or ("local file" if cfg.data_dir else "unpinned (latest at run time)")}
+    path = lm_eval_config.get("dataset_path")
+    fp = {"path": path, "name": lm_eval_config.get("dataset_name"), "revision": kwargs.get("revision")}
     if is_builtin(task, cfg) and cfg.data_dir:
-        path = local_data_file(cfg.data_dir, task)
-        fp.update(local_path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        local = local_data_file(cfg.data_dir, task)
+        fp.update(revision="local file", local_path=str(local), sha256=hashlib.sha256(local.read_bytes()).hexdigest(),
                   original_dataset=_task_definition(task, cfg, False).get("dataset_path"))
+    elif path not in ("json", "csv", "parquet", "text"):
+        fp["resolved_commit"] = hub_dataset_commit(path, fp["revision"])
+        fp["revision"] = fp["revision"] or "unpinned (latest at run time; see resolved_commit)"
+    else:
+        fp["data_files"] = kwargs.get("data_files")
     return fp
 
 
