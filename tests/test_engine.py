@@ -213,3 +213,21 @@ def test_engine_config_rejects_unknown_device():
     with pytest.raises(ConfigError, match="engine.device"):
         compose_run("engine.device=tpu")
     preflight(compose_run("env=offline", "model=tiny-llama", "engine=offload", "engine.device=cpu"))
+
+
+def test_freeing_inputs_during_the_re_forward_changes_nothing(tiny_llama):
+    class Consuming(Recorder):
+        needs_inputs_after_block = False
+
+        def after_block(self, ctx, outputs):
+            self.spent = all(b is None for b in ctx.inputs.batches)
+
+    runs = []
+    for cls in (Recorder, Consuming):
+        model = copy.deepcopy(tiny_llama[0])
+        rec = cls(prune=_zero_first_half)
+        CalibrationEngine(model, adapter_for(model), EngineConfig(), _ids(), 2, progress=False).run(rec)
+        runs.append(rec)
+    assert runs[1].spent
+    for key, stats in runs[0].seen.items():
+        assert torch.equal(stats["sq_norm"], runs[1].seen[key]["sq_norm"])

@@ -141,15 +141,16 @@ def capture_block_inputs(model, adapter: ArchAdapter, input_ids: torch.Tensor, b
 
 @torch.no_grad()
 def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = None,
-                  keep_outputs: bool = True, before_batch=None) -> List[torch.Tensor]:
+                  keep_outputs: bool = True, before_batch=None, consume_inputs: bool = False) -> List[torch.Tensor]:
     """Run `block` on every batch of `inputs` with its replayed kwargs; outputs land where the inputs live.
 
     `before_batch(x)` is called with each input batch; a hook raising `_StopForward` ends that batch early (then no
-    output is kept for it — use `keep_outputs=False`).
+    output is kept for it — use `keep_outputs=False`). `consume_inputs` drops each input batch once its output
+    exists, so inputs and outputs are never both held in full (the engine's memory peak).
     """
     device = _module_device(block)
     outs = []
-    for x in inputs.batches:
+    for j, x in enumerate(inputs.batches):
         kwargs = _to(inputs.call_kwargs[x.shape[0]], device)
         if before_batch is not None:
             before_batch(x)
@@ -160,6 +161,9 @@ def forward_block(block: nn.Module, inputs: BlockInputs, desc: Optional[str] = N
         if keep_outputs:
             y = y[0] if isinstance(y, (tuple, list)) else y
             outs.append(y.to(x.device))                  # blocking: a non_blocking D2H copy could be read early
+        if consume_inputs:
+            inputs.batches[j] = None
+            del x
     return outs
 
 
@@ -179,8 +183,14 @@ class BlockContext:
 
 
 class BlockCallback:
-    """Override what you need. `stats` names the statistics the engine accumulates (see repro.prune.stats)."""
+    """Override what you need. `stats` names the statistics the engine accumulates (see repro.prune.stats).
+
+    `needs_inputs_after_block = False` lets the engine free the block's inputs while it re-forwards the pruned
+    block (then `ctx.inputs` is spent when `after_block` runs): the peak holds one copy of the activations plus
+    one batch instead of two copies.
+    """
     stats: frozenset = frozenset()
+    needs_inputs_after_block: bool = True
 
     def on_group(self, ctx: BlockContext) -> None:
         pass
@@ -292,7 +302,9 @@ class CalibrationEngine:
                 _check_finite(ctx)
             outputs = None
             if inputs is not None:
-                outputs = dense_outs if self.cfg.propagate == "dense" else forward_block(block, inputs)
+                consume = not getattr(callback, "needs_inputs_after_block", True)
+                outputs = dense_outs if self.cfg.propagate == "dense" else forward_block(
+                    block, inputs, consume_inputs=consume)
             callback.after_block(ctx, outputs)
             if self.offload:
                 block.to(home)

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 class ApplyTargets(BlockCallback):
     """The standard callback: prune each linear of the group with the scorer and its allocated target."""
 
+    needs_inputs_after_block = False     # the engine may free each block's inputs during its re-forward
+
     def __init__(self, scorer, targets: Dict[str, Target], pattern):
         self.scorer, self.targets, self.pattern = scorer, targets, pattern
         self.stats = frozenset(scorer.stats)
