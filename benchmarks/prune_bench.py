@@ -5,6 +5,7 @@
     python benchmarks/prune_bench.py --methods wanda:2:4 sparsegpt --batch-size 16
     python benchmarks/prune_bench.py --config env=offline model=smollm2-135m calib.nsamples=32 --threads 1
                                                              # a real model + real calibration text via Hydra
+    python benchmarks/prune_bench.py --kernel 1536x512       # SparseGPT's OBS step alone: ours vs a column loop
 
 The shape decides the cost, not the values, so random weights (normal, std 0.02) and random token ids stand in
 for the checkpoint and C4. Each method prunes a freshly initialised model (same seed) through the real path,
@@ -126,6 +127,52 @@ def bench_one(spec: str, args) -> dict:
     return result
 
 
+def column_loop_obs(W, hinv, sparsity, blocksize=128):
+    """Baseline for --kernel: the published per-column loop (one rank-1 update per column), unstructured."""
+    W = W.clone()
+    for i1 in range(0, W.shape[1], blocksize):
+        i2 = min(i1 + blocksize, W.shape[1])
+        W1, Hinv1 = W[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        score = W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
+        mask1 = score <= torch.sort(score.flatten())[0][int(score.numel() * sparsity)]
+        for i in range(i2 - i1):
+            w, d = W1[:, i], Hinv1[i, i]
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i], Err1[:, i] = q, (w - q) / d
+            W1[:, i:] -= Err1[:, i:i + 1] @ Hinv1[i:i + 1, i:]
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ hinv[i1:i2, i2:]
+    return W
+
+
+def bench_kernel(shape: str, device: str, seed: int) -> dict:
+    from repro.methods.sparsegpt import inverse_hessian_factor, sparsegpt_prune
+
+    rows, cols = map(int, shape.split("x"))
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(4 * cols, cols, generator=g)
+    hinv, dead = inverse_hessian_factor((2 / 16 * X.t() @ X).to(device), 0.01)
+    W = torch.randn(rows, cols, generator=g).to(device)
+    out = {"kernel": "sparsegpt_obs", "rows": rows, "cols": cols, "device": device, "threads": torch.get_num_threads()}
+    results = {}
+    for name, fn in (("ours", lambda: sparsegpt_prune(W, hinv, dead, [slice(0, rows)], [0.5])),
+                     ("column_loop", lambda: column_loop_obs(W, hinv, 0.5))):
+        fn()                                            # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        results[name] = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        out[f"{name}_wall_s"] = round(time.perf_counter() - t0, 4)
+        out[f"{name}_process_cpu_s"] = round(time.process_time() - c0, 4)
+    out["masks_equal"] = bool(torch.equal(results["ours"] == 0, results["column_loop"] == 0))
+    out["max_abs_diff"] = float((results["ours"] - results["column_loop"]).abs().max())
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", choices=sorted(SHAPES), default="7b")
@@ -138,6 +185,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--kernel", metavar="ROWSxCOLS", help="time SparseGPT's OBS step on one random matrix")
     p.add_argument("--config", nargs="+", help="Hydra overrides of a real run instead of a random shape "
                    "(e.g. env=offline model=smollm2-135m calib.nsamples=32)")
     args = p.parse_args(argv)
@@ -146,6 +194,9 @@ def main(argv=None) -> None:
     for key, value in DEFAULTS[args.shape].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.kernel:
+        print(json.dumps(bench_kernel(args.kernel, args.device, args.seed)), flush=True)
+        return
     if args.config:
         args.device = "cpu"                              # the model's own device is read after loading
     if args.device.startswith("cuda") and not torch.cuda.is_available():
