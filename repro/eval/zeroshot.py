@@ -169,10 +169,10 @@ def check_zeroshot(cfg: ZeroShotConfig) -> None:
         if metric not in produced:
             field_name = f"eval.zeroshot.metrics.{task}" if task in cfg.metrics else "eval.zeroshot.metric"
             raise ConfigError(field_name, metric, f"a metric task `{task}` produces: " + ", ".join(produced))
-        _check_task_data(task, definition, cfg)
+        _check_task_data(task, f"eval.zeroshot.tasks[{i}]", definition, cfg)
 
 
-def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
+def _check_task_data(task: str, field_name: str, definition: dict, cfg: ZeroShotConfig) -> None:
     if is_builtin(task, cfg) and cfg.data_dir:
         if local_data_file(cfg.data_dir, task) is None:
             raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
@@ -191,7 +191,7 @@ def _check_task_data(task: str, definition: dict, cfg: ZeroShotConfig) -> None:
     if dataset_path and not _hub_dataset_reachable(dataset_path, cfg.revisions.get(task)):
         option = ("eval.zeroshot.data_dir=<dir with " + f"{task}.jsonl>" if is_builtin(task, cfg)
                   else "local data_files in the task YAML")
-        raise ConfigError("eval.zeroshot.tasks", task, f"a task whose dataset `{dataset_path}` is reachable",
+        raise ConfigError(field_name, task, f"a task whose dataset `{dataset_path}` is reachable",
                           f"It is neither in the hub cache nor reachable online (HF offline mode: {_offline()}). "
                           f"Use {option}; the bundled fixtures are eval=zeroshot_fixtures.")
 
