@@ -11,6 +11,7 @@ Discovery: `python -m repro.run --info plugins` lists GpuPoolLauncher. This modu
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -64,9 +65,13 @@ class GpuPoolLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        runner = PoolRunner(settings, self.hydra_context, self.task_function, sweep_dir)
+        if not settings.dry_run:
+            runner.warm_up()                                      # overlaps the forkserver's imports with planning
+        t0 = time.perf_counter()
         jobs = plan_jobs(self.hydra_context, self.config, job_overrides, initial_job_idx, settings.progress)
         settings.check_jobs(jobs)
-        write_manifest(sweep_dir, jobs, "gpu_pool")
+        write_manifest(sweep_dir, jobs, "gpu_pool", plan_s=time.perf_counter() - t0)
         if settings.dry_run:
             if settings.progress:
                 print(plan_table(jobs), flush=True)
@@ -74,7 +79,7 @@ class GpuPoolLauncher(Launcher):
         log_plan_summary(jobs)
         mode = f"GPUs {','.join(settings.gpus)}" if settings.gpus else f"CPU, {settings.max_parallel} at once"
         log.info("gpu_pool: %s, %d torch threads per job, sweep dir %s", mode, settings.threads_per_job, sweep_dir)
-        ran = PoolRunner(settings, self.hydra_context, self.task_function, sweep_dir).run(jobs)
+        ran = runner.run(jobs)
         returns = assemble_returns(jobs, ran)
         failed = count_failed(returns)
         if failed:

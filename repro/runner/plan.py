@@ -117,14 +117,14 @@ def plan_jobs(hydra_context, master_config: DictConfig, job_overrides: Sequence[
     return jobs
 
 
-def write_manifest(sweep_dir: Path, jobs: list[PlannedJob], launcher: str) -> Path:
+def write_manifest(sweep_dir: Path, jobs: list[PlannedJob], launcher: str, plan_s: float | None = None) -> Path:
     """`<sweep dir>/repro_sweep.json`: the grid of this launch (appended to by relaunches into the same dir)."""
     path = Path(sweep_dir) / MANIFEST
     previous = rec.read_record(path) or {}
     known = {(j["num"], j["identity"]) for j in previous.get("jobs", [])}
     entries = list(previous.get("jobs", [])) + [j.manifest_entry() for j in jobs if (j.num, j.identity) not in known]
     rec.write_json_atomic(path, {"launcher": launcher, "updated_at": datetime.now(timezone.utc).isoformat(),
-                                 "jobs": entries})
+                                 "plan_s": plan_s, "jobs": entries})
     return path
 
 

@@ -194,6 +194,14 @@ class PoolRunner:
         if settings.start_method == "forkserver":
             self.context.set_forkserver_preload(["repro.runner.child"])
 
+    def warm_up(self) -> None:
+        """Start the forkserver now (it imports torch/transformers/repro in the background) so that its start
+        overlaps with planning the sweep instead of delaying the first job."""
+        if self.settings.start_method == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self, jobs: list[PlannedJob]) -> dict:
         """Run every job whose action is `run`; return {job.index: JobReturn} for them."""
