@@ -279,6 +279,10 @@ class CalibrationEngine:
         blocks = self.adapter.blocks(self.model)
         kinds = frozenset(callback.stats)
         inputs = self._capture() if self.input_ids is not None else None
+        log.info("calibration engine: %d blocks, %s, propagate=%s, groups=%d, offload=%s, statistics=%s",
+                 len(blocks), "no calibration" if inputs is None else
+                 f"{inputs.nsamples} sequences in batches of {self.batch_size}", self.cfg.propagate,
+                 len(self.groups()), self.offload, sorted(kinds))
         it = tqdm(range(len(blocks)), desc="prune blocks", unit="block", disable=not self.progress)
         for i in it:
             block = blocks[i]
