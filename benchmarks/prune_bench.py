@@ -191,6 +191,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.kernel and args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     for key, value in DEFAULTS[args.shape].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
