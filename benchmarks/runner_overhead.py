@@ -13,7 +13,8 @@ seed=0..N-1`, one job at a time (so the overhead is not hidden by parallelism). 
   * overhead/job = (sweep wall - in-run time) / jobs: everything else, the runner's whole cost, amortised;
   * planning: composing and validating all job configs before the first job starts (`plan_s` in the manifest);
   * per-job process overhead: median of (job wall seen by the launcher - its `total_s`): process start, Hydra's
-    run_job, config validation, record write.
+    run_job, config validation, record write;
+  * startup (Python, imports, Hydra, plugin discovery — before planning), launcher time between jobs, teardown.
 The machine's load average is printed too: on a shared machine every figure scales with it.
 """
 from __future__ import annotations
@@ -38,9 +39,9 @@ def run_sweep(n_jobs: int, start_method: str, workdir: Path) -> dict:
            "hydra.launcher.max_parallel=1", "hydra.launcher.progress=false",
            f"hydra.launcher.start_method={start_method}", *JOB, "seed=" + ",".join(map(str, range(n_jobs))),
            f"paths.results={results}", f"hydra.sweep.dir={sweep}"]
-    t0 = time.perf_counter()
+    t0, launched = time.perf_counter(), time.time()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, exited = time.perf_counter() - t0, time.time()
     if done.returncode != 0:
         raise SystemExit(f"sweep failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     records = [json.loads(p.read_text()) for p in results.glob("runs/*/result.json")]
@@ -50,11 +51,15 @@ def run_sweep(n_jobs: int, start_method: str, workdir: Path) -> dict:
     job_wall = [e["wall_s"] for e in events if e["event"] == "end"]
     per_job_process = [e["wall_s"] - in_run[e["identity"]] for e in events if e["event"] == "end"]
     plan_s = json.loads((sweep / "repro_sweep.json").read_text())["plan_s"]
+    first_start = min(e["t"] for e in events if e["event"] == "start")
+    last_end = max(e["t"] for e in events if e["event"] == "end")
+    between = (last_end - first_start) - sum(job_wall)      # the launcher's own time between jobs
     return {"start_method": start_method, "jobs": n_jobs, "sweep_wall_s": wall, "in_run_s": sum(in_run.values()),
             "overhead_per_job_s": (wall - sum(in_run.values())) / n_jobs, "plan_s": plan_s,
             "plan_per_job_s": plan_s / n_jobs, "job_wall_median_s": statistics.median(job_wall),
             "process_overhead_median_s": statistics.median(per_job_process),
-            "first_job_process_overhead_s": per_job_process[0]}
+            "first_job_process_overhead_s": per_job_process[0],
+            "startup_s": first_start - launched - plan_s, "between_jobs_s": between, "teardown_s": exited - last_end}
 
 
 def main() -> None:
@@ -73,7 +78,9 @@ def main() -> None:
             print(f"  planning              {r['plan_s']:7.2f} s  ({r['plan_per_job_s']:.3f} s/job: compose + validate)")
             print(f"  process overhead/job  {r['process_overhead_median_s']:7.3f} s median "
                   f"(first job {r['first_job_process_overhead_s']:.2f} s: starts the forkserver)")
-            print(f"  job wall median       {r['job_wall_median_s']:7.3f} s", flush=True)
+            print(f"  job wall median       {r['job_wall_median_s']:7.3f} s")
+            print(f"  startup (python, imports, Hydra, before planning) {r['startup_s']:.2f} s; launcher time "
+                  f"between jobs {r['between_jobs_s']:.2f} s in all; teardown {r['teardown_s']:.2f} s", flush=True)
             print("JSON " + json.dumps(r))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 

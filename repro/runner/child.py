@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 import warnings
 
@@ -73,11 +74,15 @@ def run_child(payload: bytes, job_log: str, result_path: str, env: dict, threads
     from repro.runner import faults
 
     faults.install(overrides)
+    t0 = time.perf_counter()
     hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
     Singleton.set_state(singleton_state)
     setup_globals()
+    t1 = time.perf_counter()
     ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    print(f"[repro launcher] payload {len(payload) / 1024:.0f} KiB unpickled in {t1 - t0:.3f} s; "
+          f"run_job {time.perf_counter() - t1:.3f} s", flush=True)
     if ret.status == JobStatus.FAILED:
         err = ret._return_value
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)

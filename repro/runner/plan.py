@@ -85,6 +85,16 @@ def compose_job(hydra_context, master_config: DictConfig, overrides: Sequence[st
 def plan_jobs(hydra_context, master_config: DictConfig, job_overrides: Sequence[Sequence[str]],
               initial_job_idx: int, progress: bool = True) -> list[PlannedJob]:
     """Compose, validate and classify every job. Raises ConfigError (naming the job) before anything runs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    saved_hydra_cfg = HydraConfig.instance().cfg
+    try:
+        return _plan(hydra_context, master_config, job_overrides, initial_job_idx, progress)
+    finally:
+        HydraConfig.instance().cfg = saved_hydra_cfg       # compose_job set it to each job's config in turn
+
+
+def _plan(hydra_context, master_config, job_overrides, initial_job_idx, progress) -> list[PlannedJob]:
     from tqdm import tqdm
 
     from repro.config import ConfigError, load_run_config
