@@ -78,7 +78,11 @@ _register(ArchAdapter(
     linear_names=("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "fc1", "fc2"),
     sequential_groups=(("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"), ("self_attn.out_proj",),
                        ("fc1",), ("fc2",)),
-    # downstream: filled with NeuronAL's OPT mapping by the allocation work (read NeuroAL lib/neuroal.py first).
+    # NeuronAL's OPT/Phi row mapping (NeuroAL lib/neuroal.py:33-68, get_distribution_row): each linear takes the
+    # next linear's input in `find_layers` order; k/v/q take out_proj's, fc2 takes the next block's first (k_proj).
+    downstream={"self_attn.k_proj": "self_attn.out_proj", "self_attn.v_proj": "self_attn.out_proj",
+                "self_attn.q_proj": "self_attn.out_proj", "self_attn.out_proj": "fc1", "fc1": "fc2",
+                "fc2": "next:self_attn.k_proj"},
 ))
 _register(ArchAdapter(
     family="phi",
@@ -87,6 +91,10 @@ _register(ArchAdapter(
     linear_names=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.dense", "mlp.fc1", "mlp.fc2"),
     sequential_groups=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.dense",),
                        ("mlp.fc1",), ("mlp.fc2",)),
+    # NeuronAL's sequential mapping, kept although Phi's attention and MLP run in parallel (dense does not feed fc1).
+    downstream={"self_attn.q_proj": "self_attn.dense", "self_attn.k_proj": "self_attn.dense",
+                "self_attn.v_proj": "self_attn.dense", "self_attn.dense": "mlp.fc1", "mlp.fc1": "mlp.fc2",
+                "mlp.fc2": "next:self_attn.q_proj"},
 ))
 
 

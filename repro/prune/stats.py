@@ -5,6 +5,8 @@ Normalisation follows the references, per *sequence* (not per token):
 - `sq_norm`  S_j = (1/N) Σ_n Σ_t x_{n,t,j}²          (Wanda's `scaler_row`, locuslab/wanda lib/layerwrapper.py)
 - `hessian`  H = (2/N) Σ_n Σ_t x_{n,t} x_{n,t}ᵀ        (SparseGPT's `H`, IST-DASLab/sparsegpt sparsegpt.py:add_batch)
 - `sum`      m_j = (1/N) Σ_n Σ_t x_{n,t,j}             (DSnoT's `sum_metric_row`)
+- `seq_var`  v_j = (1/N) Σ_n Var_t(x_{n,t,j}) (biased)   (DSnoT's `var`: its token-weighted running mean of the
+             per-call variances, one call = one sequence; zyxxmu/DSnoT lib/layerwrapper.py)
 New kinds register in `STAT_KINDS`.
 
 Deviation (float rounding only): the references keep a *running mean* (`H *= n/(n+b); x *= sqrt(2/n);
@@ -68,7 +70,15 @@ class Sum(_Accumulator):
         return x.to(self.dtype).sum(dim=0)
 
 
-STAT_KINDS = {"sq_norm": SqNorm, "hessian": Hessian, "sum": Sum}
+class SeqVar(_Accumulator):
+    def add(self, x: torch.Tensor, nseq: int) -> None:     # x: the batch's tokens, [nseq · T, d]
+        per_seq = x.reshape(nseq, -1, x.shape[-1]).to(self.dtype)
+        contrib = torch.var(per_seq, dim=1, unbiased=False).sum(dim=0)
+        self.value = contrib if self.value is None else self.value.add_(contrib)
+        self.nseq += nseq
+
+
+STAT_KINDS = {"sq_norm": SqNorm, "hessian": Hessian, "sum": Sum, "seq_var": SeqVar}
 
 
 class LayerStats:
