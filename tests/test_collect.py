@@ -361,3 +361,14 @@ def test_non_default_method_option_is_flagged_unless_selected(tmp_path):
     write_record(results, rec)
     cell = build_paper("toy", load_records(results), toy_experiments(tmp_path)).tables["t1"].cell("Magnitude", "L2-7B")
     assert cell.verdict == "reproduced" and cell.deviations == ["score.granularity=row (default layer)"]
+
+
+def test_plot_points_take_a_cell_from_whichever_table_has_its_number():
+    """Lua-LLM's Table 1 holds LLaMA-2-7B 80% Lua-LLM empty, Table 3 holds 30.27: the plot shows 30.27."""
+    from repro.collect.plots import ppl_figures, ppl_points
+
+    result = build_paper("lua_llm", [])
+    points = ppl_points(result)[("llama2-7b", "ppl.wikitext2")]
+    assert points["wanda +lua_llm"]["reported"] == [(0.8, 30.27)]
+    assert {m for m, s in points.items() if s["reported"]} == {"wanda +lua_llm", "wanda +alpha", "wanda +atp"}
+    assert [title for title, _ in ppl_figures(result)] == ["llama2-7b — ppl.wikitext2"]

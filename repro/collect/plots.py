@@ -13,22 +13,27 @@ from repro.collect.compare import PaperResult
 def ppl_points(result: PaperResult) -> dict:
     """{(model, metric): {method: {"reported": [(x, y)], "ours": [(x, y, std)]}}} over the paper's plotted
     tables; each cell key counted once. Dense is method "dense" (drawn as a horizontal line)."""
-    groups: dict = {}
-    seen = set()
+    best: dict = {}            # key -> [reported value or None, (mean, std) or None]: a key may sit in two tables
     for t in result.tables.values():
         if not t.table.plot:
             continue
         for c in t.cells:
-            if not c.key.metric.startswith("ppl.") or c.key in seen:
+            if not c.key.metric.startswith("ppl."):
                 continue
-            seen.add(c.key)
-            method = c.key.method_label() + ("" if c.key.pattern in (None, "unstructured") else f" {c.key.pattern}")
-            series = groups.setdefault((c.key.model, c.key.metric), {}).setdefault(method, {"reported": [], "ours": []})
-            x = c.key.sparsity if c.key.sparsity is not None else 0.0
-            if c.reported_value is not None:
-                series["reported"].append((x, c.reported_value))
-            if c.n:
-                series["ours"].append((x, c.mean, c.std or 0.0))
+            slot = best.setdefault(c.key, [None, None])
+            if slot[0] is None and c.reported_value is not None:
+                slot[0] = c.reported_value
+            if slot[1] is None and c.n:
+                slot[1] = (c.mean, c.std or 0.0)
+    groups: dict = {}
+    for key, (reported, ours) in best.items():
+        method = key.method_label() + ("" if key.pattern in (None, "unstructured") else f" {key.pattern}")
+        series = groups.setdefault((key.model, key.metric), {}).setdefault(method, {"reported": [], "ours": []})
+        x = key.sparsity if key.sparsity is not None else 0.0
+        if reported is not None:
+            series["reported"].append((x, reported))
+        if ours is not None:
+            series["ours"].append((x, *ours))
     return {k: v for k, v in groups.items() if any(s["reported"] or s["ours"] for s in v.values())}
 
 
