@@ -101,3 +101,15 @@ def test_unknown_architecture_fails_in_preflight_before_loading(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="model_type='bert'"):
         preflight(compose_run("model=llama2-7b", f"model.path={tmp_path}"))
+
+
+def test_gguf_tokenizer_fix_restores_special_tokens_from_the_header():
+    """transformers 4.4x converts SmolLM2's GGUF tokenizer with eos = bos; the header's ids win."""
+    from repro.models.loading import _fix_gguf_tokenizer
+    from repro.models.tokenizers import byte_tokenizer
+
+    tok = byte_tokenizer()
+    _fix_gguf_tokenizer(tok, {"bos_token_id": 257, "eos_token_id": 256, "add_bos_token": False})
+    assert (tok.bos_token_id, tok.eos_token_id) == (257, 256)
+    _fix_gguf_tokenizer(tok, {"bos_token_id": None, "eos_token_id": None, "add_bos_token": None})
+    assert (tok.bos_token_id, tok.eos_token_id) == (257, 256)

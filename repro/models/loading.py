@@ -120,9 +120,11 @@ def _convert_gguf(directory: Path, filename: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("Converting %s to an HF checkpoint in %s (once per machine)...", directory / filename, out)
+    meta = _gguf_metadata(directory / filename)
     tok = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
+    _fix_gguf_tokenizer(tok, meta)
     model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, **dtype_kwarg(torch.float32))
-    _tie_head_if_missing(model, directory / filename)
+    _tie_head_if_missing(model, meta)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -132,14 +134,38 @@ def _convert_gguf(directory: Path, filename: str, out: Path) -> None:
     os.replace(tmp, out) if not out.exists() else None
 
 
-def _tie_head_if_missing(model, gguf_path: Path) -> None:
-    """transformers 4.4x reads tie_word_embeddings=False from SmolLM2's GGUF and leaves lm_head random although
-    the file has no `output.weight`: tie the head to the embedding exactly when the GGUF has no output matrix."""
+def _gguf_metadata(path: Path) -> dict:
+    """The few GGUF header fields the conversion needs (special tokens, BOS policy, whether a head matrix exists)."""
     from gguf import GGUFReader
 
-    has_output = any(t.name == "output.weight" for t in GGUFReader(str(gguf_path)).tensors)
+    reader = GGUFReader(str(path))
+
+    def scalar(key):
+        f = reader.fields.get(key)
+        return None if f is None else f.parts[f.data[0]].tolist()[0]
+    return {"bos_token_id": scalar("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": scalar("tokenizer.ggml.eos_token_id"),
+            "add_bos_token": scalar("tokenizer.ggml.add_bos_token"),
+            "has_output_weight": any(t.name == "output.weight" for t in reader.tensors)}
+
+
+def _fix_gguf_tokenizer(tok, meta: dict) -> None:
+    """transformers 4.4x's GGUF tokenizer conversion sets eos = bos and adds a BOS the GGUF disables: restore both
+    from the GGUF header (a no-op on transformers 5, which converts them correctly)."""
+    for role in ("bos", "eos"):
+        tid = meta.get(f"{role}_token_id")
+        if tid is not None and getattr(tok, f"{role}_token_id") != tid:
+            setattr(tok, f"{role}_token", tok.convert_ids_to_tokens(int(tid)))
+    if meta.get("add_bos_token") is not None and hasattr(tok, "add_bos_token"):
+        if bool(tok.add_bos_token) != bool(meta["add_bos_token"]):
+            tok.add_bos_token = bool(meta["add_bos_token"])
+
+
+def _tie_head_if_missing(model, meta: dict) -> None:
+    """transformers 4.4x reads tie_word_embeddings=False from SmolLM2's GGUF and leaves lm_head random although
+    the file has no `output.weight`: tie the head to the embedding exactly when the GGUF has no output matrix."""
     head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    if not has_output and head is not None and head.weight.data_ptr() != emb.weight.data_ptr():
+    if not meta["has_output_weight"] and head is not None and head.weight.data_ptr() != emb.weight.data_ptr():
         log.warning("GGUF has no output.weight: tying lm_head to the input embedding.")
         model.config.tie_word_embeddings = True
         head.weight = emb.weight
