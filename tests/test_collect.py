@@ -372,3 +372,35 @@ def test_plot_points_take_a_cell_from_whichever_table_has_its_number():
     assert points["wanda +lua_llm"]["reported"] == [(0.8, 30.27)]
     assert {m for m, s in points.items() if s["reported"]} == {"wanda +lua_llm", "wanda +alpha", "wanda +atp"}
     assert [title for title, _ in ppl_figures(result)] == ["llama2-7b — ppl.wikitext2"]
+
+
+def test_method_options_of_the_paper_are_judged_not_selected(tmp_path):
+    from repro.registry import validate_method_node
+
+    layout = LAYOUT.replace("tables:", "method_options: {allocation.owl.clamp: neuronal}\ntables:", 1).replace(
+        "- {label: Magnitude, score: magnitude}", "- {label: Magnitude, score: magnitude, allocation: owl}")
+    reported = REPORTED.replace("score: magnitude, sparsity: 0.5, metric: ppl.wikitext2, value: 14.89",
+                                "score: magnitude, allocation: owl, sparsity: 0.5, metric: ppl.wikitext2, value: 14.89")
+    reported = reported.replace("score: [magnitude], sparsity: 0.5", "score: [magnitude], allocation: owl, sparsity: 0.5")
+    results = tmp_path / "results"
+    owl_default = {"name": "owl", **{k: v for k, v in vars(validate_method_node("allocation", {"name": "owl"})).items()}}
+    for clamp, ppl in (("owl", 15.0), ("neuronal", 14.9)):
+        rec = make_record(score="magnitude", allocation="owl", ppl=ppl)
+        rec["config"]["allocation"] = {**owl_default, "clamp": clamp}
+        rec["identity"], rec["identity_fields"] = identity(rec["config"]), identity_fields(rec["config"])
+        write_record(results, rec)
+    cell = build_paper("toy", load_records(results), toy_experiments(tmp_path, layout, reported)) \
+        .tables["t1"].cell("Magnitude", "L2-7B")
+    assert cell.values == [14.9] and cell.deviations == [] and cell.other_variants == 1   # the paper's clamp wins
+    only_default = tmp_path / "only_default"
+    write_record(only_default, _first_with_clamp(results, "owl"))
+    cell = build_paper("toy", load_records(only_default), tmp_path / "experiments").tables["t1"].cell("Magnitude", "L2-7B")
+    assert cell.deviations == ["allocation.clamp=owl (paper neuronal)"]
+
+
+def _first_with_clamp(results: Path, clamp: str) -> dict:
+    for path in (results / "runs").glob("*/result.json"):
+        rec = json.loads(path.read_text())
+        if rec["config"]["allocation"].get("clamp") == clamp:
+            return rec
+    raise AssertionError(clamp)

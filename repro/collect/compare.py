@@ -132,7 +132,7 @@ def judge(cell: Cell, tolerances: dict) -> None:
         cell.verdict = "reproduced" if ad <= cell.tolerance else "close" if ad <= close * cell.tolerance else "off"
 
 
-def _fill(cell: Cell, records: list, protocol: dict) -> None:
+def _fill(cell: Cell, records: list, protocol: dict, method_options: Optional[dict] = None) -> None:
     metric = vocab.metric(cell.key.metric)
     groups: dict = {}
     for r in records:
@@ -142,8 +142,8 @@ def _fill(cell: Cell, records: list, protocol: dict) -> None:
         return
 
     def all_deviations(rec):
-        return (deviations(rec, cell.key.metric, protocol) + method_deviations(rec, cell.key.extra)
-                + rec.get("_stand_in", []))
+        return (deviations(rec, cell.key.metric, protocol)
+                + method_deviations(rec, cell.key.extra, method_options) + rec.get("_stand_in", []))
 
     def rank(item):
         return (len(all_deviations(item[1][0])), -len(item[1]))
@@ -214,7 +214,7 @@ def build_table(table: Table, reported: ReportedSet, records: list, tolerances: 
             key = table.cell_key(row, col)
             cell = Cell(table=table.name, row=row.label, column=col.label, key=key,
                         reported=by_key.get((table.name, key)), extra=row.extra or col.extra)
-            _fill(cell, records, table.protocol)
+            _fill(cell, records, table.protocol, table.method_options)
             judge(cell, tolerances)
             cells.append(cell)
     return TableResult(table=table, cells=cells)

@@ -32,9 +32,9 @@ from repro.collect.keys import CellKey, check_selector, make_key
 from repro.collect.protocol import CHECKS
 from repro.collect.yamlio import DataFileError, LinedDict, load_yaml
 
-_TOP = ("paper", "title", "protocol", "tolerances", "tables")
-_TABLE = ("title", "caption", "source", "layout", "metric", "format", "fixed", "protocol", "model_axis",
-          "rows", "columns", "plot", "note")
+_TOP = ("paper", "title", "protocol", "method_options", "tolerances", "tables")
+_TABLE = ("title", "caption", "source", "layout", "metric", "format", "fixed", "protocol", "method_options",
+          "model_axis", "rows", "columns", "plot", "note")
 LAYOUT_KINDS = ("as-published", "reconstructed")
 
 
@@ -53,6 +53,7 @@ class Table:
     columns: list
     fixed: dict
     protocol: dict
+    method_options: dict = field(default_factory=dict)   # {"allocation.owl.clamp": "neuronal"}: what the paper ran
     format: str = ".2f"
     caption: str = ""
     source: str = ""
@@ -112,6 +113,18 @@ def check_protocol(node, path, where) -> dict:
     return dict(node)
 
 
+def check_method_options(node, path, where) -> dict:
+    """`{<kind>.<method>.<field>: value}`: the method settings the paper ran (judged, not selected)."""
+    kinds = {"score": vocab.SCORES, "allocation": vocab.ALLOCATIONS, "recovery": vocab.RECOVERIES}
+    for k in node or {}:
+        parts = str(k).split(".")
+        if len(parts) != 3 or parts[0] not in kinds or parts[1] not in kinds[parts[0]]:
+            raise DataFileError(path, node.line_of(k) if isinstance(node, LinedDict) else None, f"{where}.{k}", k,
+                                "<kind>.<method>.<field> with kind score/allocation/recovery and a known method",
+                                "e.g. allocation.owl.clamp: neuronal")
+    return dict(node or {})
+
+
 def check_tolerances(node, path, where) -> dict:
     out = {}
     for fam, tol in (node or {}).items():
@@ -125,7 +138,7 @@ def check_tolerances(node, path, where) -> dict:
     return out
 
 
-def _table(name, node, base_protocol, path) -> Table:
+def _table(name, node, base_protocol, path, base_options=None) -> Table:
     where = f"tables.{name}"
     if not isinstance(node, LinedDict):
         raise DataFileError(path, None, where, node, "a mapping")
@@ -150,6 +163,8 @@ def _table(name, node, base_protocol, path) -> Table:
                   rows=_axis(node.get("rows"), path, f"{where}.rows"),
                   columns=_axis(node.get("columns"), path, f"{where}.columns"),
                   protocol={**base_protocol, **check_protocol(node.get("protocol"), path, f"{where}.protocol")},
+                  method_options={**(base_options or {}),
+                                  **check_method_options(node.get("method_options"), path, f"{where}.method_options")},
                   caption=node.get("caption") or "", source=node.get("source") or "", layout=layout,
                   model_axis=axis, plot=bool(node.get("plot", True)), note=node.get("note") or "", line=node.line)
     for row in table.rows:
@@ -174,9 +189,10 @@ def load_layout(path: str | Path, paper: Optional[str] = None) -> Layout:
     if paper is not None and name != paper:
         raise DataFileError(path, doc.line_of("paper"), "paper", name, f"{paper!r} (the directory name)")
     base = check_protocol(doc.get("protocol"), path, "protocol")
+    options = check_method_options(doc.get("method_options"), path, "method_options")
     tables = doc.get("tables")
     if not isinstance(tables, dict) or not tables:
         raise DataFileError(path, doc.line_of("tables"), "tables", tables, "a mapping name -> table layout")
     return Layout(paper=name, title=doc.get("title") or name, path=path,
-                  tables={n: _table(n, t, base, path) for n, t in tables.items()},
+                  tables={n: _table(n, t, base, path, options) for n, t in tables.items()},
                   tolerances=check_tolerances(doc.get("tolerances"), path, "tolerances"))

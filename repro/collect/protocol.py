@@ -108,18 +108,23 @@ def _method_defaults(kind: str, name: str) -> Optional[dict]:
         return None
 
 
-def method_deviations(record: dict, selected: tuple = ()) -> list:
-    """Method options of the run that differ from the method's defaults and that the cell does not select
+def method_deviations(record: dict, selected: tuple = (), paper_options: Optional[dict] = None) -> list:
+    """Method options of the run that differ from what the paper ran — the method's defaults, overridden by the
+    layout's `method_options` (`{"allocation.owl.clamp": "neuronal"}`) — and that the cell does not select
     (e.g. `score.use_variant=True (default False)`): the cell then is not the paper's plain method."""
     out = []
     chosen = {k for k, _ in selected}
     for kind in ("score", "allocation", "recovery"):
         node = (record.get("config") or {}).get(kind) or {}
-        defaults = _method_defaults(kind, node.get("name"))
+        name = node.get("name")
+        defaults = _method_defaults(kind, name)
         if not defaults:
             continue
+        prefix = f"{kind}.{name}."
+        expected = {**defaults, **{k[len(prefix):]: v for k, v in (paper_options or {}).items() if k.startswith(prefix)}}
         for field, value in node.items():
-            if field != "name" and f"config.{kind}.{field}" not in chosen and field in defaults \
-                    and value != defaults[field]:
-                out.append(f"{kind}.{field}={value} (default {defaults[field]})")
+            if field != "name" and f"config.{kind}.{field}" not in chosen and field in expected \
+                    and value != expected[field]:
+                origin = "paper" if f"{prefix}{field}" in (paper_options or {}) else "default"
+                out.append(f"{kind}.{field}={value} ({origin} {expected[field]})")
     return out
