@@ -56,6 +56,9 @@ _OTHER_METRICS = {
     "timings.total_h": Metric("timings.total_h", "timings.total_s", 1 / 3600, True, "time", "h"),
     # Papers write "GB" for GPU memory; the record measures GiB (torch.cuda.max_memory_allocated / 2**30).
     "memory.peak_gpu_gib": Metric("memory.peak_gpu_gib", "memory.peak_gpu_gib", 1.0, True, "memory", "GiB"),
+    # repro/eval/speed.py: pruned / dense tokens per second, measured in the same run.
+    **{f"speed.{k}_speedup": Metric(f"speed.{k}_speedup", f"metrics.speed.{k}_speedup", 1.0, False, "speed", "x")
+       for k in ("prefill", "decode", "generate")},
 }
 
 
@@ -85,6 +88,7 @@ DEFAULT_TOLERANCES = {
     "zeroshot": {"abs": 1.0, "rel": 0.0, "close": 3.0},
     "time": {"abs": 0.0, "rel": 0.25, "close": 2.0},
     "memory": {"abs": 0.0, "rel": 0.10, "close": 2.0},
+    "speed": {"abs": 0.0, "rel": 0.10, "close": 2.0},
 }
 
 VERDICTS = ("reproduced", "close", "off", "not run", "not reported")
