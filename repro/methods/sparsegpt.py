@@ -21,7 +21,10 @@ Deviations (all exact in exact arithmetic; float rounding differs):
   loop is one batched triangular solve — row r's errors satisfy e_S · Hinv1[S, S] = w_S on its pruned set S
   (forward substitution = the reference loop) and the kept weights are w − e · Hinv1 — followed by one matmul
   update of the block's later columns (the reference's own lazy-block trick, one level down). No Python loop
-  over columns; rows are processed in chunks to bound memory.
+  over columns; rows are processed in chunks to bound memory. In float64 the masks equal the column loop's
+  exactly; in fp32 the rounding differs from the loop's, so on large layers a rare near-tie at a block threshold
+  can flip (4096 × 4096 random layer: 102 of 16.8 M mask entries, one flip cascading along its row;
+  benchmarks/RESULTS.md).
 - Linears that share one Hessian (q/k/v, gate/up: the engine shares their statistics) share one damped inverse
   and are updated together (rows stacked; the mask is still chosen per linear and per block). Rows are
   independent in OBS, so this is the same computation.
