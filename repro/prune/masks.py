@@ -4,7 +4,9 @@ Scores are `[rows = outputs, cols = inputs]`; low score = pruned first. Conventi
 - per row (Wanda, DSnoT, NeuronAL's row-wise magnitude): stable ascending sort of each row, prune the first
   `int(cols · s)` entries (locuslab/wanda lib/prune.py);
 - per layer (magnitude in Wanda/OWL/AlphaPruning/SparseGPT `--gmp`): `t = sort(score.flatten())[int(numel · s)]`,
-  prune every entry `<= t` — ties at the threshold are all pruned, so the layer can end up slightly sparser;
+  prune every entry `<= t` — ties at the threshold are all pruned, so the layer can end up slightly sparser
+  (and the k-th entry itself goes too: int(numel·s) + 1 at least). Deviation: a target of exactly 0 prunes
+  nothing (the reference's `<= sort[0]` would still prune the minimum);
 - per-row targets (NeuronAL's neuron granularity): stable *descending* sort, keep `floor((1 − s_r) · cols)`;
 - N:M: in every group of M consecutive input columns of a row, prune the N lowest (`torch.topk`, largest=False).
   One vectorised `topk` over all groups instead of the references' loop over column groups; on CPU it breaks
