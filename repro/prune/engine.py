@@ -15,11 +15,14 @@ with `calib.batch_size=8`; `engine.offload=true engine.device=cuda` for models l
 
 Public API (used by every method; extend, keep backward compatible):
 - `CalibrationEngine(model, adapter, engine_cfg, input_ids, batch_size).run(callback)`.
-- `BlockCallback`: `stats` (kinds from `repro.prune.stats.STAT_KINDS`), `on_group(ctx)`, `after_block(ctx, outputs)`.
+- `BlockCallback`: `stats` (kinds from `repro.prune.stats.STAT_KINDS`), `on_group(ctx)`, `after_block(ctx, outputs)`,
+  `needs_inputs_after_block` (default True; False lets the engine free a block's inputs during its re-forward).
 - `BlockContext`: `index`, `prefix`, `block`, `linears` (this group), `stats` (`LayerStats` per linear),
   `inputs` (`BlockInputs` entering the block), `group_index`, `full_name(rel)`. Linears that read the *same*
   input tensor (q/k/v; gate/up; OPT k/v/q) get the *same* `LayerStats` object (`ctx.stats[a] is ctx.stats[b]`):
-  the statistic is accumulated once and derived quantities (`LayerStats.derived`) are shared.
+  the statistic is accumulated once and derived quantities (`LayerStats.derived`) are shared. Scorers may
+  define `prune_group(items, pattern)` (items = (full name, linear, stats, target)) to prune a group jointly;
+  `repro.prune.pipeline.ApplyTargets` calls it when present, else `prune_layer` per linear.
 - `capture_block_inputs(model, adapter, input_ids, batch_size, store_device)`, `forward_block(block, inputs)`.
 
 Keyword arguments are captured once per batch size with a forward pre-hook and replayed verbatim, so rotary
