@@ -233,3 +233,22 @@ def test_experiment_files_compose_with_their_protocol(table):
         cfg = compose("config", overrides=[f"experiment=lua_llm/{table}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert "lua_llm" in params["allocation"] and "uniform" in params["allocation"]
+
+
+def test_memory_plan_fits_7b_on_80gb_only_with_checkpointing():
+    n_prunable = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    args = (n_prunable + 2 * 32000 * 4096, n_prunable, 2, 2, 32 * (5 * 4096 + 2 * 11008), 11008 * 4096, 2048, 1,
+            4096, 32000, 32)
+    assert T.memory_plan(*args, checkpointing=True)["total"] < 80 < T.memory_plan(*args, checkpointing=False)["total"]
+
+
+def test_training_windows_continue_the_calibration_sequence(tiny_llama, results_dir):
+    """train_windows=N draws N more windows after the calibration ones (same source and seed)."""
+    from repro.data.calibration import load_calibration
+
+    model, tokenizer = tiny_llama
+    run = compose_run(*FAST, *LUA, "allocation.train_windows=3", "allocation.iterations=2", "sparsity=0.5",
+                      "allocation.save_masks=false", f"paths.results={results_dir}")
+    calib = load_calibration(run.calib, tokenizer, 32)
+    _, report = _prune(model, run, calib.input_ids)
+    assert report["allocation_report"]["train_windows_source"] == "local_text windows 4..6"

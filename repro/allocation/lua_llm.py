@@ -140,25 +140,6 @@ def check_trainable_sparsity(sparsity: float, widths: List[int]) -> None:
                           f"and keep at least one weight at init)")
 
 
-def memory_plan(n_params: int, n_prunable: int, param_bytes: int, rank_bytes: int, rows: int,
-                largest_linear: int, seqlen: int, batch: int, hidden: int, vocab: int, nblocks: int,
-                checkpointing: bool) -> Dict[str, float]:
-    """Bytes of the training step (an estimate; GB in the result). Without checkpointing every masked weight and
-    fp32 mask stays alive for the backward pass; with it only one block's worth (recomputed)."""
-    gb = 1024 ** 3
-    weights = n_params * param_bytes
-    ranks = n_prunable * rank_bytes
-    thresholds = rows * 4 * 4                              # value, grad, AdamW's two moments
-    masked = (largest_linear * 7 if checkpointing else n_prunable) * (4 + 4 + param_bytes)
-    acts = batch * seqlen * hidden * 4 * (nblocks if checkpointing else nblocks * 16)
-    logits = batch * seqlen * vocab * 4 * 3
-    plan = {"weights": weights, "ranks": ranks, "thresholds": thresholds, "masks_and_masked_weights": masked,
-            "activations": acts, "logits": logits}
-    plan = {k: v / gb for k, v in plan.items()}
-    plan["total"] = sum(plan.values())
-    return plan
-
-
 def _device_memory_gb(device: torch.device) -> Optional[float]:
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
@@ -260,7 +241,7 @@ class LuaLLM(Allocator):
         mcfg = ctx.model.config
         n_prunable = sum(l.weight.numel() for l in linears.values())
         rank_bytes = 2 if max(l.in_features for l in linears.values()) <= 32767 else 4
-        plan = memory_plan(sum(p.numel() for p in ctx.model.parameters()), n_prunable, weight.element_size(),
+        plan = T.memory_plan(sum(p.numel() for p in ctx.model.parameters()), n_prunable, weight.element_size(),
                            rank_bytes, sum(l.out_features for l in linears.values()),
                            max(l.weight.numel() for l in linears.values()), seqlen, cfg.batch_size,
                            getattr(mcfg, "hidden_size", 0), getattr(mcfg, "vocab_size", 0),

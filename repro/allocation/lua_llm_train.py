@@ -177,6 +177,25 @@ def row_sparsity_for_keep_builder(zeros: torch.Tensor, cols: int) -> torch.Tenso
     return s
 
 
+def memory_plan(n_params: int, n_prunable: int, param_bytes: int, rank_bytes: int, rows: int,
+                largest_linear: int, seqlen: int, batch: int, hidden: int, vocab: int, nblocks: int,
+                checkpointing: bool) -> Dict[str, float]:
+    """Bytes of the training step (an estimate; GB in the result). Without checkpointing every masked weight and
+    fp32 mask stays alive for the backward pass; with it only one block's worth (recomputed)."""
+    gb = 1024 ** 3
+    weights = n_params * param_bytes
+    ranks = n_prunable * rank_bytes
+    thresholds = rows * 4 * 4                              # value, grad, AdamW's two moments
+    masked = (largest_linear * 7 if checkpointing else n_prunable) * (4 + 4 + param_bytes)
+    acts = batch * seqlen * hidden * 4 * (nblocks if checkpointing else nblocks * 16)
+    logits = batch * seqlen * vocab * 4 * 3
+    plan = {"weights": weights, "ranks": ranks, "thresholds": thresholds, "masks_and_masked_weights": masked,
+            "activations": acts, "logits": logits}
+    plan = {k: v / gb for k, v in plan.items()}
+    plan["total"] = sum(plan.values())
+    return plan
+
+
 # ----------------------------------------------------------------------------------------------- glue
 class RowThresholdMask(nn.Module):
     """Parametrization of a frozen linear's weight: W ⊙ σ(C·(s − t)), or W ⊙ hard-STE(σ) (`mode=ste`)."""
@@ -351,4 +370,4 @@ def gqa_count_weight(layer_name: str, linear: nn.Linear, siblings: Dict[str, nn.
 
 __all__ = ["descending_ranks", "rank_fractions", "soft_mask", "hard_keep", "row_zero_counts", "kept_count_ste",
            "kept_count_ste_dense", "log_ratio_penalty", "exact_budget_zero_counts", "row_sparsity_for_keep_builder",
-           "MaskedLayer", "soft_masked", "train_thresholds", "all_reduce_mean", "gqa_count_weight"]
+           "MaskedLayer", "soft_masked", "train_thresholds", "all_reduce_mean", "gqa_count_weight", "memory_plan"]
