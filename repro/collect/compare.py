@@ -281,7 +281,8 @@ def cells_frame(result: PaperResult):
                 "sparsity": c.key.sparsity, "metric": c.key.metric, "reported": c.reported_value,
                 "reported_status": rep.status if rep else None, "missing_reason": rep.missing if rep else None,
                 "source": rep.source if rep else None, "reproduced_mean": c.mean, "reproduced_std": c.std,
-                "n_seeds": c.n, "delta": c.delta, "rel_delta": c.rel_delta, "tolerance": c.tolerance,
+                "n_seeds": c.n, "seeds": " ".join(f"{s}/{cs}" for s, cs in c.seeds),  # run seed / calib seed
+                "delta": c.delta, "rel_delta": c.rel_delta, "tolerance": c.tolerance,
                 "verdict": c.verdict, "protocol_differs": c.protocol_differs,
                 "protocol_deviations": "; ".join(c.deviations), "other_variants": c.other_variants,
                 "extra_column": c.extra, "run_dirs": " ".join(map(str, c.run_dirs))})
