@@ -229,6 +229,12 @@ def summary_line(record: dict, dense: dict | None = None) -> str:
         if dv and dense is not record:
             s += f" (dense {dv:.3f}, x{v / dv:.2f})"
         parts.append(s)
+    zs = record.get("metrics", {}).get("zeroshot", {})
+    if "mean" in zs:
+        parts.append(f"zero-shot mean {zs['mean']:.4f} ({len(zs) - 1} tasks)")
+    sp = record.get("metrics", {}).get("speed", {})
+    if "decode_tok_s" in sp:
+        parts.append(f"decode {sp['decode_tok_s']:.1f} tok/s")
     if "sparsity" in record:
         parts.append(f"sparsity {record['sparsity']['overall']:.4f}")
     return " | ".join(parts) + f" -> {record['run_dir']}"
