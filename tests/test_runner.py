@@ -132,11 +132,11 @@ def test_sigint_leaves_no_half_written_record(tmp_path):
 def test_gpu_leases_are_disjoint_and_duplicates_run_once(tmp_path):
     # 4 fake GPU ids on a CPU box: resources.gpus=2 jobs get disjoint pairs; resources is not part of the identity,
     # so resources.gpus=2,1 doubles the grid with duplicates that must not run again.
-    done = launch(tmp_path, "sw", "hydra.launcher.gpus=[0,1,2,3]", "seed=30,31,32", "resources.gpus=2,1")
+    done = launch(tmp_path, "sw", "hydra.launcher.gpus=[0,1,2,3]", "seed=30,31", "resources.gpus=2,1")
     assert done.returncode == 0, done.stdout + done.stderr
     evts = events(tmp_path / "sw")
     starts = [e for e in evts if e["event"] == "start"]
-    assert len(starts) == 3 and all(len(e["gpus"]) == 2 for e in starts)
+    assert len(starts) == 2 and all(len(e["gpus"]) == 2 for e in starts)
     busy = {}
     for e in sorted(evts, key=lambda e: (e["t"], e["event"] == "start")):
         for gpu in e["gpus"]:
@@ -149,28 +149,26 @@ def test_gpu_leases_are_disjoint_and_duplicates_run_once(tmp_path):
         log = (tmp_path / "sw" / str(e["num"]) / "launcher.log").read_text()
         assert f"CUDA_VISIBLE_DEVICES='{','.join(e['gpus'])}'" in log
     manifest = json.loads((tmp_path / "sw" / "repro_sweep.json").read_text())
-    assert sorted(j["action"] for j in manifest["jobs"]) == ["duplicate"] * 3 + ["run"] * 3
+    assert sorted(j["action"] for j in manifest["jobs"]) == ["duplicate"] * 2 + ["run"] * 2
 
 
 def test_concurrent_sweeps_compute_a_shared_run_once(tmp_path):
-    faults = {"seed=21": "sleep:4"}      # the shared run is slow enough for the two sweeps to meet on it
-    a = launch(tmp_path, "a", "seed=20,21", faults=faults, background=True)
-    b = launch(tmp_path, "b", "seed=21,22", faults=faults, background=True)
+    faults = {"seed=21": "sleep:2"}      # both sweeps start with the shared run, which is slow enough to meet on
+    a = launch(tmp_path, "a", "seed=21,20", faults=faults, background=True)
+    b = launch(tmp_path, "b", "seed=21", faults=faults, background=True)
     out_a, _ = a.communicate(timeout=300)
     out_b, _ = b.communicate(timeout=300)
     assert a.returncode == 0 and b.returncode == 0, out_a + out_b
     recs = records(tmp_path)
-    assert sorted(recs) == [20, 21, 22] and all(r["status"] == "ok" for r in recs.values())
+    assert sorted(recs) == [20, 21] and all(r["status"] == "ok" for r in recs.values())
     run_log = (tmp_path / "results" / "runs" / recs[21]["identity"] / "run.log").read_text()
     assert run_log.count("measured sparsity") == 1          # executed once, the other sweep reused it
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["hydra.launcher.gpus=[0,1]", "resources.gpus=3", "seed=0,1"], "resources.gpus"),          # more than the node
-    (["hydra.launcher.gpu=[0]", "seed=0,1"], "gpu"),                                      # unknown launcher key
+    (["hydra.launcher.gpus=[0,1]", "resources.gpus=3", "seed=0,1"], "resources.gpus"),    # more than the node
     (["seed=0,1", "sparsity=0.5,1.5"], "sparsity"),                                      # one bad grid point
     (["hydra/launcher=slurm", "hydra.launcher.partiton=gpu", "seed=0,1"], "partiton"),   # unknown slurm key
-    (["hydra/launcher=slurm", "resources.gpus=16", "seed=0,1"], "max_gpus_per_node"),
 ])
 def test_bad_settings_fail_before_any_job_starts(tmp_path, overrides, expected):
     done = launch(tmp_path, "sw", *overrides)
@@ -178,3 +176,30 @@ def test_bad_settings_fail_before_any_job_starts(tmp_path, overrides, expected):
     assert expected in done.stdout + done.stderr
     assert not (tmp_path / "results" / "runs").exists()
     assert not (tmp_path / "sw" / "repro_events.jsonl").exists()
+
+
+def test_launcher_settings_are_checked(tmp_path):
+    """The same checks, without a sweep: the launchers' typed settings and the per-job GPU limits."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    from hydra_plugins.repro_launcher.gpu_pool_launcher import GpuPoolLauncherConf
+    from hydra_plugins.repro_launcher.submitit_launchers import ReproSlurmLauncher
+    from repro.config import ConfigError
+    from repro.runner.plan import PlannedJob
+    from repro.runner.pool import PoolSettings
+
+    with pytest.raises(ConfigKeyError):
+        OmegaConf.merge(OmegaConf.structured(GpuPoolLauncherConf), {"gpu": [0]})
+    for bad in ({"max_parallel": 0}, {"gpus": [0, 0]}, {"start_method": "fork"}, {"gpus": {"a": 1}}):
+        with pytest.raises(ConfigError):
+            PoolSettings.from_params({"gpus": [], **bad})
+    assert PoolSettings.from_params({"gpus": "0,1,2"}).gpus == ["0", "1", "2"]
+    cpu = PoolSettings.from_params({"gpus": [], "max_parallel": None})
+    assert cpu.gpus == [] and cpu.max_parallel == 1
+    job = PlannedJob(index=0, num=0, overrides=["seed=0"], identity="x", results=str(tmp_path), gpus=16,
+                     job_dir=str(tmp_path), action="run", status="missing")
+    with pytest.raises(ConfigError, match="max_gpus_per_node"):
+        ReproSlurmLauncher(max_gpus_per_node=8, submitit_folder=str(tmp_path))._check([job])
+    with pytest.raises(ConfigError, match="resources.gpus"):
+        PoolSettings.from_params({"gpus": [0, 1]}).check_jobs([job])

@@ -2,6 +2,8 @@
 able to fail a run."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import compose_run
@@ -22,9 +24,13 @@ def test_record_is_mirrored_to_an_offline_wandb_run(tmp_path, monkeypatch):
     assert wandb_names(run.logger, record) == ("repro-owl", "owl/table3")
     files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
+    expected = [s.encode() for s in (record["identity"], "repro-owl", "owl/table3", "ppl/wikitext2",
+                                     "sparsity/overall")]
+    deadline = time.time() + 60       # wandb's service process may still be flushing its binary log
+    while not all(e in files[0].read_bytes() for e in expected) and time.time() < deadline:
+        time.sleep(0.5)
     data = files[0].read_bytes()      # wandb's binary log: the strings we sent are in it
-    for expected in (record["identity"], "repro-owl", "owl/table3", "ppl/wikitext2", "sparsity/overall"):
-        assert expected.encode() in data, expected
+    assert [e for e in expected if e not in data] == []
 
 
 def test_a_broken_mirror_never_fails_the_run(tmp_path, caplog):

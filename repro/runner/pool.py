@@ -16,8 +16,17 @@ Processes come from a forkserver that imported torch/transformers/repro once (`s
 starts a fresh interpreter per job). A job that raises, is SIGKILLed or OOM-killed, or segfaults is recorded as
 failed (repro/runner/failures.py) and the sweep goes on. Ctrl-C / SIGTERM: SIGINT is forwarded once to each
 running job (it records itself as failed, atomically), after `grace_s` the stragglers are killed and the
-launcher writes their failed records. Events (start/end, GPUs, pid, exit status) go to
-`<sweep dir>/repro_events.jsonl`; each job's stdout/stderr to `<sweep dir>/<job>/launcher.log`.
+launcher writes their failed records; a second Ctrl-C kills them at once. Events (start/end, GPUs, pid, exit
+status) go to `<sweep dir>/repro_events.jsonl`; each job's stdout/stderr to `<sweep dir>/<job>/launcher.log`.
+
+References: Hydra's BasicLauncher (hydra/_internal/core_plugins/basic_launcher.py: load_sweep_config, job id/num,
+run_job with hydra.sweep.dir/subdir) and hydra-submitit-launcher's job side (the job ships as the pickled Hydra
+context + Singleton state, then run_job). Deviations from the stock launchers, on purpose:
+  * skipped and duplicate jobs are not run: no job dir, no .hydra/ files; their JobReturn is COMPLETED with
+    `{"skipped": True, "run_dir": ...}` (or the first job's return) as return value;
+  * a job's output goes to its launcher.log, not to the console (parallel jobs would interleave);
+  * a job that dies (SIGKILL, OOM kill, segfault, sys.exit) does not end the sweep — with the stock basic
+    launcher it does, every job sharing its process; Hydra's sweeper still raises the first failure at the end.
 """
 from __future__ import annotations
 
@@ -212,26 +221,30 @@ class PoolRunner:
         returns: dict = {}
         progress = Progress(jobs, self.settings.progress)
         # SIGTERM (a scheduler, `kill`) and SIGINT (Ctrl-C; also when a shell started us in the background, which
-        # ignores SIGINT) both stop the sweep cleanly.
-        previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        previous_int = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+        # ignores SIGINT) stop the sweep cleanly. The handler only counts: the loop reacts between two steps, so
+        # no job is ever started without being tracked.
+        self.signals = 0
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            while queue or running:
+            while (queue or running) and not self.signals:
                 self._start_fitting(queue, running, progress)
-                ready = wait([r.proc.sentinel for r in running.values()], timeout=1.0)
-                for sentinel in ready:
+                for sentinel in wait([r.proc.sentinel for r in running.values()], timeout=0.5):
                     r = running.pop(sentinel)
                     r.proc.join()
                     returns[r.job.index] = self._finish(r, progress)
-        except KeyboardInterrupt:
-            log.warning("interrupted: stopping %d running jobs (their failed records are written)", len(running))
-            self._interrupt(running, returns, progress)
-            raise
+            if self.signals:
+                log.warning("interrupted: stopping %d running jobs (they record their failure; a second Ctrl-C "
+                            "kills them now)", len(running))
+                self._interrupt(running, returns, progress)
+                raise KeyboardInterrupt("sweep interrupted")
         finally:
-            signal.signal(signal.SIGTERM, previous_term)
-            signal.signal(signal.SIGINT, previous_int)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             progress.close()
         return returns
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals += 1
 
     def _start_fitting(self, queue: deque, running: dict, progress: Progress) -> None:
         for job in list(queue):
@@ -290,18 +303,19 @@ class PoolRunner:
         return ret if ret is not None else JobReturn(status=JobStatus.UNKNOWN)
 
     def _interrupt(self, running: dict, returns: dict, progress: Progress) -> None:
+        from multiprocessing.connection import wait
+
+        first_signals = self.signals
         for r in running.values():
-            _signal(r.proc, signal.SIGINT)
+            _signal(r.proc, signal.SIGINT)      # each job is in its own process group: it gets exactly one
         deadline = time.time() + self.settings.grace_s
-        try:
-            for r in running.values():
-                r.proc.join(max(0.0, deadline - time.time()))
-        except KeyboardInterrupt:
-            log.warning("second interrupt: killing the running jobs now")
+        while any(r.proc.is_alive() for r in running.values()) and time.time() < deadline \
+                and self.signals == first_signals:
+            wait([r.proc.sentinel for r in running.values()], timeout=0.2)
         for r in running.values():
             if r.proc.is_alive():
                 r.proc.kill()
-                r.proc.join()
+            r.proc.join()
             returns[r.job.index] = self._finish(r, progress, interrupted=True)
         running.clear()
 
@@ -310,10 +324,6 @@ class PoolRunner:
                 "overrides": list(job.overrides), **data}
         with open(self.events, "a") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _signal(proc, sig) -> None:
