@@ -26,7 +26,7 @@ NON_IDENTITY_KEYS = (
     "model.gpus",                        # how many GPUs a launcher leases to one job (repro/runner)
     "calib.local_path", "calib.batch_size",
     "data.wikitext2.local_path", "data.c4.local_path", "data.ptb.local_path", "data.local_text.local_path",
-    "eval.ppl.batch_size", "engine.offload",
+    "eval.ppl.batch_size", "engine.offload", "engine.device",
     "eval.zeroshot.batch_size", "eval.zeroshot.include_path", "eval.speed",
     # eval.zeroshot.data_dir stays IN the identity: fixture or partial local data must never share a run (and a
     # collector cell) with the hub data; the price is that the same data in two directories gives two runs.
