@@ -110,3 +110,31 @@ def test_alpha_sparsities_parameter_weighted_mean_and_order():
     assert high[1] > 1.0                                        # no clamp in the reference
     assert max(alpha_sparsities([1.0, 3.0], [10, 10], 0.85, 0.3, clamp=True)) == pytest.approx(0.99)
     assert not any(math.isnan(x) for x in alpha_sparsities([2.0, 2.0], [1, 1], 0.5, 0.3))
+
+
+def _hill_loop(e, bins=100):
+    """The reference's per-candidate loop (esd_utils.py, fix_fingers='xmin_peak'), written out for the test."""
+    e = torch.sort(e.float())[0]
+    n_all, log_e, h = e.numel(), torch.log(e), torch.log10(e)
+    counts = torch.histc(h, bins, min=float(h.min()), max=float(h.max()))
+    peak = 10 ** torch.linspace(float(h.min()), float(h.max()), bins + 1)[torch.argmax(counts)]
+    lo, hi = torch.log10(0.95 * peak), 1.5 * peak
+    alphas, ds = torch.zeros(n_all - 1), torch.ones(n_all - 1)
+    for i, xmin in enumerate(e[:-1]):
+        if xmin < lo:
+            continue
+        if xmin > hi:
+            break
+        n = float(n_all - i)
+        alphas[i] = a = 1 + n / (torch.sum(log_e[i:]) - n * log_e[i])
+        if a > 1:
+            ds[i] = torch.max(torch.abs(1 - (e[i:] / xmin) ** (-a + 1) - torch.arange(n) / n))
+    return float(alphas[torch.argmin(ds)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_estimator_equals_the_reference_loop(seed):
+    torch.manual_seed(seed)
+    w = torch.randn(96, 160) * torch.linspace(0.2, 2.0, 160)
+    eigs = torch.linalg.svdvals(w) ** 2
+    assert hill_alpha_peak(eigs) == pytest.approx(_hill_loop(eigs), rel=1e-4)

@@ -94,7 +94,8 @@ def hill_alpha_peak(eigs: torch.Tensor, bins: int = 100, log10_xmin_quirk: bool 
 
     `eigs` are the squared singular values. xmin candidates lie between the peak of the log10 histogram and
     1.5 × its value; for each, the Hill estimate α = 1 + n / (Σ_{k≥i} ln λ_k − n ln λ_i) and, if α > 1, the KS
-    distance D = max |1 − (λ/xmin)^{1−α} − k/n|; the α of the first minimal D wins (D defaults to 1).
+    distance D = max |1 − (λ/xmin)^{1−α} − k/n|; the α of the first minimal D wins (D defaults to 1). Vectorised over the candidates (suffix sums by
+    cumsum instead of one sum per candidate: float32 rounding may differ in the last bits).
     `log10_xmin_quirk=True` replicates the reference's lower bound `log10(0.95·xmin_peak)`, a log value compared
     with raw eigenvalues; False uses the intended `0.95·xmin_peak`.
     """
@@ -108,19 +109,20 @@ def hill_alpha_peak(eigs: torch.Tensor, bins: int = 100, log10_xmin_quirk: bool 
     xmin_peak = 10 ** edges[torch.argmax(counts)]
     xmin_min = torch.log10(0.95 * xmin_peak) if log10_xmin_quirk else 0.95 * xmin_peak
     xmin_max = 1.5 * xmin_peak
-    alphas, ds = torch.zeros(n_all - 1), torch.ones(n_all - 1)
-    for i in range(n_all - 1):
-        xmin = e[i]
-        if xmin < xmin_min:
-            continue
-        if xmin > xmin_max:
-            break
-        n = float(n_all - i)
-        alpha = 1 + n / (torch.sum(log_e[i:]) - n * log_e[i])
-        alphas[i] = alpha
-        if alpha > 1:
-            seq = torch.arange(n)
-            ds[i] = torch.max(torch.abs(1 - (e[i:] / xmin) ** (-alpha + 1) - seq / n))
+    # all candidates at once (the reference loops): xmin = e[i], i < N − 1, within [xmin_min, xmin_max]
+    xmins = e[:-1]
+    n = (n_all - torch.arange(n_all - 1)).to(torch.float32)
+    suffix = torch.flip(torch.cumsum(torch.flip(log_e, [0]), 0), [0])[:-1]      # Σ_{k≥i} ln λ_k
+    valid = (xmins >= xmin_min) & (xmins <= xmin_max)
+    alphas = torch.where(valid, 1 + n / (suffix - n * log_e[:-1]), torch.zeros_like(n))
+    ds = torch.ones(n_all - 1)
+    rows = (valid & (alphas > 1)).nonzero().flatten()
+    if rows.numel():
+        k = torch.arange(n_all)
+        offset = (k.view(1, -1) - rows.view(-1, 1)).to(torch.float32)           # k − i
+        ratio = e.view(1, -1) / xmins[rows].view(-1, 1)
+        fit = torch.abs(1 - ratio ** (1 - alphas[rows]).view(-1, 1) - offset / n[rows].view(-1, 1))
+        ds[rows] = torch.where(offset >= 0, fit, torch.zeros_like(fit)).max(dim=1)[0]
     return float(alphas[torch.argmin(ds)].item())
 
 
