@@ -78,6 +78,7 @@ def run_child(payload: bytes, job_log: str, result_path: str, env: dict, threads
     hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
     Singleton.set_state(singleton_state)
     setup_globals()
+    _check_identity(sweep_config, env.get("REPRO_PLANNED_IDENTITY"))
     t1 = time.perf_counter()
     ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
@@ -89,6 +90,21 @@ def run_child(payload: bytes, job_log: str, result_path: str, env: dict, threads
     _write_return(ret, result_path)
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def _check_identity(sweep_config, planned: str | None) -> None:
+    """The job's identity, computed by the code this process runs, must be the one the launcher planned with:
+    if the code changed on disk between planning and the start of the job processes (an edit of repro/ during a
+    sweep), the record would land in another run directory than the launcher tracks. Stop instead."""
+    if not planned:
+        return
+    from repro.config import load_run_config
+    from repro.run import run_identity
+
+    actual = run_identity(load_run_config(sweep_config))
+    if actual != planned:
+        raise SystemExit(f"[repro launcher] identity mismatch: planned {planned}, this job process computes {actual}"
+                         " — repro's code changed while the sweep started; relaunch the sweep")
 
 
 def _write_return(ret, result_path: str) -> None:

@@ -268,7 +268,8 @@ class PoolRunner:
         return_path.unlink(missing_ok=True)
         payload = cloudpickle.dumps((self.hydra_context, self.task_function, job.sweep_config,
                                      Singleton.get_state()))
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus), "REPRO_JOB_NUM": str(job.num)}
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus), "REPRO_JOB_NUM": str(job.num),
+               "REPRO_PLANNED_IDENTITY": job.identity}
         proc = self.context.Process(target=run_child, name=f"repro-job-{job.num}",
                                     args=(payload, str(log_path), str(return_path), env,
                                           self.settings.threads_per_job, list(job.overrides)))
