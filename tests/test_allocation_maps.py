@@ -138,3 +138,15 @@ def test_vectorised_estimator_equals_the_reference_loop(seed):
     w = torch.randn(96, 160) * torch.linspace(0.2, 2.0, 160)
     eigs = torch.linalg.svdvals(w) ** 2
     assert hill_alpha_peak(eigs) == pytest.approx(_hill_loop(eigs), rel=1e-4)
+
+
+def test_esd_from_the_gram_matrix_equals_squared_singular_values():
+    from repro.allocation.alpha import esd
+
+    torch.manual_seed(0)
+    for shape in [(48, 80), (80, 48)]:
+        w = torch.randn(*shape)
+        ref = torch.sort(torch.linalg.svdvals(w) ** 2)[0]
+        got = esd(w)
+        assert got.numel() == min(shape)
+        assert torch.allclose(got, ref, atol=1e-5 * float(ref.max()))

@@ -20,8 +20,9 @@ Choices where the references differ or err (documented, config-selectable):
   eigenvalues (it moves α, hence the numbers); false uses 0.95·peak.
 - `clamp=false` (default, reference): a layer may get sparsity > 1 at high s (fully pruned by the row rule, which
   takes int(cols·s) ≥ cols); `clamp=true` limits to [0, 0.99].
-The reference loads α from a precomputed `alpha_peak.npy`; we compute it on the fly (float32 SVD, on the weight's
-device) and cache nothing.
+The reference loads α from a precomputed `alpha_peak.npy` (float32 `svdvals(W)²`); we compute it on the fly as the
+eigenvalues of the smaller Gram matrix W Wᵀ in float64 (`eigvalsh`, ~10x faster than `svdvals` on CPU here; equal
+to svdvals² within ~1e-6 of the largest eigenvalue, tests/test_allocation_maps.py) and cache nothing.
 """
 from __future__ import annotations
 
@@ -59,9 +60,16 @@ class AlphaConfig(MethodConfig):
 def layer_alphas(named_linears: Dict[str, torch.nn.Linear], bins: int, quirk: bool) -> Dict[str, float]:
     out = {}
     for name, lin in tqdm(named_linears.items(), desc="ESD alpha", unit="linear"):
-        eigs = torch.square(torch.linalg.svdvals(lin.weight.detach().to(torch.float32))).cpu()
-        out[name] = hill_alpha_peak(eigs, bins=bins, log10_xmin_quirk=quirk)
+        out[name] = hill_alpha_peak(esd(lin.weight), bins=bins, log10_xmin_quirk=quirk)
     return out
+
+
+@torch.no_grad()
+def esd(weight: torch.Tensor) -> torch.Tensor:
+    """Squared singular values of W as the eigenvalues of the smaller Gram matrix, in float64."""
+    w = weight.detach().to(torch.float64)
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return torch.linalg.eigvalsh(gram).clamp_min(torch.finfo(torch.float32).tiny).to(torch.float32).cpu()
 
 
 @register("allocation", "alpha", AlphaConfig)
