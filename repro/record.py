@@ -76,6 +76,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
             json.dump(data, f, indent=2, sort_keys=False, default=str)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; records are shared with the team (cluster storage)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -76,3 +76,12 @@ def test_failed_run_leaves_a_failed_record_with_traceback(results_dir, monkeypat
     assert stored["error"]["type"] == "RuntimeError" and "evaluate_all" not in stored["error"]["message"]
     assert "exploded" in stored["error"]["traceback"]
     assert stored["config"] == to_plain(run)
+
+
+def test_records_are_readable_by_the_group(tmp_path):
+    old = os.umask(0o022)
+    try:
+        rec.write_json_atomic(tmp_path / "result.json", {"status": "ok"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
