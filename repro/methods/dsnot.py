@@ -25,6 +25,7 @@ Reference bugs and how they are treated here (tests/test_dsnot.py):
   so row sparsity is always exactly the initial one.
 - NeuronAL forces skip_layer `fc` for OPT, which matches no OPT name in its `split('.')` test (and `fc1`.split('.')[1]
   raises); our rule is a prefix test, so `fc` skips fc1/fc2 — what was intended.
+- Regrow keys 0/0 (dead channel: zero mean and variance) count as 0 (reference: NaN, sorted last = "largest").
 N:M is not implemented (the reference has a separate N:M branch): `pattern=nm_*` raises ConfigError.
 """
 from __future__ import annotations
