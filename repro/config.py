@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 
 class ConfigError(ValueError):
     """A user mistake in the configuration, reported before the model is loaded."""
 
+    UNKNOWN_KEY = object()
+
     def __init__(self, field_name: str, value: Any, expected: str, hint: str = ""):
         self.field_name, self.value = field_name, value
-        msg = f"Invalid configuration: `{field_name}` = {value!r}. Expected {expected}."
+        shown = "is not a known key" if value is self.UNKNOWN_KEY else f"= {value!r}"
+        msg = f"Invalid configuration: `{field_name}` {shown}. Expected {expected}."
         super().__init__(msg + (f" {hint}" if hint else ""))
 
 
@@ -264,7 +267,8 @@ def _structured_merge(schema_cls, node, where: str):
         key = getattr(e, "full_key", None) or "?"
         parent_name, parent_cls = _parent_schema(schema_cls, key)
         valid = ", ".join(f.name for f in dataclasses.fields(parent_cls))
-        raise ConfigError(f"{where}.{key}" if where else key, getattr(e, "value", None),
+        value = ConfigError.UNKNOWN_KEY if isinstance(e, ConfigKeyError) else getattr(e, "value", None)
+        raise ConfigError(f"{where}.{key}" if where else key, value,
                           f"a valid field of `{parent_name or where or 'run'}` ({valid}) with the right type",
                           f"OmegaConf said: {str(e).splitlines()[0]}") from None
 

@@ -16,7 +16,6 @@ import pkgutil
 from typing import Any, Dict, Tuple
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 KINDS = ("score", "allocation", "recovery")
 _PACKAGES = {"score": "repro.methods", "allocation": "repro.allocation", "recovery": "repro.recovery"}
@@ -51,7 +50,7 @@ def names(kind: str) -> list:
 
 def validate_method_node(kind: str, node: Any):
     """Return the typed config (the registered schema's dataclass instance) for a `score`/`allocation`/... node."""
-    from repro.config import ConfigError
+    from repro.config import ConfigError, _structured_merge
 
     _load_all()
     if dataclasses.is_dataclass(node):
@@ -63,17 +62,7 @@ def validate_method_node(kind: str, node: Any):
     name = node["name"]
     if name not in _REGISTRY[kind]:
         raise ConfigError(f"{kind}.name", name, "one of " + ", ".join(names(kind)))
-    schema = _REGISTRY[kind][name][1]
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as e:
-        valid = ", ".join(f.name for f in dataclasses.fields(schema))
-        raise ConfigError(f"{kind}.{getattr(e, 'full_key', '?')}", getattr(e, "value", None),
-                          f"a field of {kind}={name} ({valid}) with the right type",
-                          str(e).splitlines()[0]) from None
+    return _structured_merge(_REGISTRY[kind][name][1], node, kind)
 
 
 def build(kind: str, cfg) -> Any:
