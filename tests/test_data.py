@@ -54,10 +54,18 @@ def test_c4_sampler_matches_the_reference_loop_including_rejects(shard):
 
 def test_c4_calibration_from_local_shard_through_datasets(shard):
     path, docs = shard
-    calib = load_calibration(CalibConfig(name="c4", nsamples=5, seqlen=32, seed=3, local_path=str(path)), TOK, 512)
+    calib = load_calibration(CalibConfig(name="c4", nsamples=5, seed=3, local_path=str(path)), TOK, seqlen=32)
     assert calib.input_ids.shape == (5, 32) and calib.input_ids.dtype == torch.long
     assert calib.picks == reference_c4_loop(docs, 5, 32, 3)
     assert calib.fingerprint["accept"] == "len > seqlen" and calib.fingerprint["source"]["kind"] == "local"
+
+
+def test_a_source_without_long_documents_is_an_error_not_a_hang(monkeypatch):
+    import repro.data.calibration as cal
+
+    monkeypatch.setattr(cal, "MAX_CONSECUTIVE_REJECTS", 50)
+    with pytest.raises(ValueError, match="no document longer than seqlen"):
+        sample_document_windows(["short"] * 3, lambda t: TOK(t).input_ids, nsamples=1, seqlen=32, seed=0)
 
 
 def test_stream_sampler_offsets():

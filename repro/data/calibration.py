@@ -24,6 +24,7 @@ from repro.config import CalibConfig
 from repro.data.sources import ASSETS, check_local, describe_source, load_rows
 
 DEFAULT_LOCAL_CALIB = ASSETS / "wikitext2-test-tail.txt"
+MAX_CONSECUTIVE_REJECTS = 100_000   # never reached on C4 (a few % of documents exceed 2048 tokens)
 
 
 @dataclass
@@ -39,11 +40,15 @@ def sample_document_windows(docs: Sequence[str], tokenize: Callable[[str], List[
     rng = random.Random(seed)
     windows, picks = [], []
     for _ in range(nsamples):
-        while True:
+        for _draw in range(MAX_CONSECUTIVE_REJECTS):
             doc = rng.randint(0, len(docs) - 1)
             ids = tokenize(docs[doc])
             if len(ids) > seqlen:
                 break
+        else:  # the references would loop forever here
+            raise ValueError(f"{MAX_CONSECUTIVE_REJECTS} documents in a row had <= {seqlen} tokens: the calibration "
+                             f"source has (almost) no document longer than seqlen; lower calib.seqlen or use "
+                             f"another source")
         start = rng.randint(0, len(ids) - seqlen - 1)
         windows.append(ids[start:start + seqlen])
         picks.append((doc, start))
