@@ -111,3 +111,17 @@ def test_run_records_dense_and_pruned_speed(results_dir):
     assert saved["protocol"]["speed_dense"]["kernel"] == "dense"                # the baseline: always dense
     assert saved["protocol"]["speed_dense"]["kernel_reason"] == "requested"
     assert "not 2:4" not in proto["kernel_reason"] and "CUDA only" in proto["kernel_reason"]  # 2:4, but CPU
+
+
+def test_flat_linear_matches_linear_on_a_decode_step_input_with_odd_strides():
+    """The semi-structured path runs each linear on a 2-D view: same values and shape as nn.Linear, also for a
+    [B, 1, d] input whose size-1 dimension has a stride matmul cannot fold (what broke on the H100)."""
+    from repro.eval.speed import _flat_linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 6, bias=True)
+    x = torch.randn(3, 2, 8)[:, -1:]                     # [3, 1, 8] with strides (16, 8, 1): no fold
+    assert x.stride(0) != x.stride(1) * x.shape[1]
+    y = _flat_linear(lin)(x)
+    assert y.shape == (3, 1, 6)
+    assert torch.allclose(y, lin(x), atol=1e-6)

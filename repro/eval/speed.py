@@ -35,6 +35,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -104,6 +105,16 @@ def choose_kernel(requested: str, linears: dict, device: torch.device, dtype: to
     return "dense", "auto: " + "; ".join(problems)
 
 
+def _flat_linear(lin: nn.Linear):
+    """`lin`'s forward on a 2-D view of its input. A 3-D input whose size-1 dimension has an odd stride (the
+    decode step's [B, 1, d] after attention's transpose/reshape) makes `matmul` broadcast the weight with
+    `expand`, which semi-structured tensors do not implement (seen on an H100, torch 2.11)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.reshape(-1, x.shape[-1]), lin.weight, lin.bias)
+        return y.view(*x.shape[:-1], y.shape[-1])
+    return forward
+
+
 @contextmanager
 def semi_structured_weights(linears: dict):
     """Swap the linears' weights for semi-structured sparse tensors; restore the dense ones on exit.
@@ -124,6 +135,7 @@ def semi_structured_weights(linears: dict):
                 continue
             originals[name] = lin.weight
             lin.weight = nn.Parameter(sparse, requires_grad=False)
+            lin.forward = _flat_linear(lin)
         if not originals:
             raise RuntimeError("no decoder linear could be converted to a semi-structured sparse tensor: "
                                + "; ".join(sorted(errors)))
@@ -132,6 +144,7 @@ def semi_structured_weights(linears: dict):
     finally:
         for name, weight in originals.items():
             linears[name].weight = weight
+            del linears[name].forward                   # back to nn.Linear.forward
 
 
 def _sync(device: torch.device) -> None:

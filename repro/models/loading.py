@@ -200,8 +200,12 @@ def load_model(cfg: ModelConfig, seed: int = 0):
         spec = dict(cfg.random_init)
         hf_cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(hf_cfg, **dtype_kwarg(torch.float32)).to(
-            dtype if dtype != "auto" else torch.float32)
+        # Drawn on the target GPU when there is one (a 7B shape takes minutes on CPU); the CPU draw, which the
+        # tests rely on, is unchanged. CPU and CUDA generators differ: same seed, different weights.
+        build_on = torch.device(cfg.device) if str(cfg.device).startswith("cuda") else torch.device("cpu")
+        with build_on:
+            model = AutoModelForCausalLM.from_config(hf_cfg, **dtype_kwarg(torch.float32)).to(
+                dtype if dtype != "auto" else torch.float32)
         tokenizer = load_tokenizer(cfg, "")
     else:
         gguf = resolve_gguf(cfg)
