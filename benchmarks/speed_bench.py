@@ -48,6 +48,7 @@ def overrides_for(args) -> list[str]:
         f"eval.speed.batch_size={args.batch_size}", f"eval.speed.input_tokens={args.input_tokens}",
         f"eval.speed.output_tokens={args.output_tokens}", f"eval.speed.repeats={args.repeats}",
         f"eval.speed.warmup={args.warmup}", f"eval.speed.kernel={args.kernel}", "force=true",
+        f"eval.speed.sparse_backend={args.sparse_backend}",
         f"eval.speed.cpu_threads={args.cpu_threads or 'null'}",
         f"paths.results={args.results or tempfile.mkdtemp(prefix='speed-bench-')}",
     ]
@@ -74,13 +75,13 @@ def interleaved(run) -> dict:
     prune_model(pruned, adapter_for(pruned), run, None)
     weight = dense.get_input_embeddings().weight
     linears = adapter_for(pruned).all_linears(pruned)
-    kernel, reason = choose_kernel(cfg.kernel, linears, weight.device, weight.dtype)
+    kernel, reason = choose_kernel(cfg.kernel, linears, weight.device, weight.dtype, cfg.sparse_backend)
     prompt = random_prompt(cfg, min(dense.config.vocab_size, len(tok)), weight.device)
     if cfg.cpu_threads and weight.device.type == "cpu":
         torch.set_num_threads(cfg.cpu_threads)
     once = dataclasses.replace(cfg, warmup=0, repeats=1)
     rows = {"dense": [], "pruned": []}
-    with semi_structured_weights(linears) if kernel == "semi_structured" else nullcontext():
+    with semi_structured_weights(linears, cfg.sparse_backend) if kernel == "semi_structured" else nullcontext():
         for i in range(cfg.warmup + cfg.repeats):
             for label, model in (("dense", dense), ("pruned", pruned)):
                 result = measure(model, prompt, once, desc=f"{label} {i}")
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--cpu-threads", type=int, help="torch threads while measuring on CPU")
     p.add_argument("--kernel", default="auto", choices=["auto", "dense", "semi_structured"])
+    p.add_argument("--sparse-backend", default="cusparselt", choices=["cusparselt", "cutlass"])
     p.add_argument("--results", help="results directory (default: a temp dir)")
     p.add_argument("--interleave", action="store_true",
                    help="measure dense and pruned copies alternately in one process (fair on a loaded machine)")
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
         "model": run.model.name, "dtype": run.model.dtype, "device": proto["device"],
         "protocol": {k: proto[k] for k in ("batch_size", "input_tokens", "output_tokens", "warmup", "repeats")},
         "kernel_dense": record["protocol"]["speed_dense"]["kernel"], "kernel_pruned": proto["kernel"],
-        "kernel_reason": proto["kernel_reason"], "tensor_classes": proto["weight_tensor_classes"],
+        "kernel_reason": proto["kernel_reason"], "sparse_backend": proto.get("sparse_backend"), "tensor_classes": proto["weight_tensor_classes"],
         "sparsity": record["sparsity"]["overall"],
         "dense": {k: round(dense[k], 2) for k in ("prefill_tok_s", "decode_tok_s", "generate_tok_s")},
         "pruned": {k: round(pruned[k], 2) for k in ("prefill_tok_s", "decode_tok_s", "generate_tok_s")},

@@ -157,6 +157,7 @@ class SpeedConfig:
     warmup: int = 1                      # untimed repetitions first
     repeats: int = 3                     # timed repetitions; the median is reported
     kernel: str = "auto"                 # auto | dense | semi_structured (2:4 on CUDA; auto picks it when possible)
+    sparse_backend: str = "cusparselt"   # semi_structured's torch backend: cusparselt | cutlass
     seed: int = 0                        # the random prompt tokens
     cpu_threads: Optional[int] = None    # torch threads while measuring on CPU (None = torch's default)
 
@@ -168,6 +169,7 @@ class SpeedConfig:
         check_range("eval.speed.output_tokens", self.output_tokens, lo=2)   # 1 from the prefill + >= 1 decode step
         check_range("eval.speed.warmup", self.warmup, lo=0)
         check_choice("eval.speed.kernel", self.kernel, ("auto", "dense", "semi_structured"))
+        check_choice("eval.speed.sparse_backend", self.sparse_backend, ("cusparselt", "cutlass"))
 
 
 @dataclass

@@ -21,7 +21,10 @@ gets here, and no speed-up is expected. `semi_structured` converts every decoder
 along the input dimension to `torch.sparse.to_sparse_semi_structured` (CUDA, compute capability >= 8.0,
 fp16/bf16), measures, and restores the dense weights afterwards. `auto` picks `semi_structured` when all of that
 holds and `dense` otherwise; the protocol records the kernel used, why, and the sparse tensor class (cuSPARSELt
-or CUTLASS). **The CUDA path is untested here (no GPU on the development machine).**
+or CUTLASS; `sparse_backend` picks torch's backend — CUTLASS's kernel is Ampere-only, H100 gets cuSPARSELt).
+Measured once on an H100 (torch 2.11, LLaMA-2-7B shape, benchmarks/SPEED_RESULTS.md): the path runs, but
+cuSPARSELt through torch's tensor subclass was **slower** than dense (prefill 0.14–0.37×, decode 0.12–0.14×);
+the tests cannot run it (no GPU in CI).
 
 Deviations: Lua-LLM used SpInfer (unstructured sparse kernels); we have dense and 2:4 only. Speed settings are
 not part of the run identity: they never change accuracy numbers.
@@ -84,15 +87,21 @@ def describe_device(device: torch.device) -> dict:
     return {"type": device.type, "name": name, "threads": torch.get_num_threads()}
 
 
-def choose_kernel(requested: str, linears: dict, device: torch.device, dtype: torch.dtype) -> tuple[str, str]:
+def choose_kernel(requested: str, linears: dict, device: torch.device, dtype: torch.dtype,
+                  backend: str = "cusparselt") -> tuple[str, str]:
     """`(kernel, reason)`: semi_structured only where it can run and every decoder linear is 2:4."""
     if requested == "dense":
         return "dense", "requested"
     problems = []
     if device.type != "cuda":
         problems.append(f"device {device.type} (semi-structured kernels are CUDA only)")
-    elif torch.cuda.get_device_capability(device)[0] < 8:
-        problems.append("compute capability < 8.0")
+    else:
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            problems.append(f"compute capability {major}.{minor} < 8.0")
+        elif backend == "cutlass" and major != 8:     # torch's CUTLASS 2:4 kernel is Ampere-only (H100: refused)
+            problems.append(f"sparse_backend=cutlass needs compute capability 8.x, found {major}.{minor} "
+                            f"(use cusparselt)")
     if dtype not in SEMI_STRUCTURED_DTYPES:
         problems.append(f"dtype {str(dtype).replace('torch.', '')} (needs float16/bfloat16)")
     not_24 = [name for name, lin in linears.items() if not follows_n_of_m(lin.weight)]
@@ -116,15 +125,17 @@ def _flat_linear(lin: nn.Linear):
 
 
 @contextmanager
-def semi_structured_weights(linears: dict):
+def semi_structured_weights(linears: dict, backend: str = "cusparselt"):
     """Swap the linears' weights for semi-structured sparse tensors; restore the dense ones on exit.
 
     A linear whose shape the backend rejects (cuSPARSELt: multiples of 16; CUTLASS: 32 x 64 for fp16) stays dense
     and is listed. Yields `{"converted": n, "kept_dense": [names], "tensor_classes": [...]}`.
     """
-    from torch.sparse import to_sparse_semi_structured
+    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
     originals, kept_dense, errors = {}, [], set()
+    force_cutlass = SparseSemiStructuredTensor._FORCE_CUTLASS      # a class switch of torch's (prototype API)
+    SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
     try:
         for name, lin in linears.items():
             try:
@@ -142,6 +153,7 @@ def semi_structured_weights(linears: dict):
         yield {"converted": len(originals), "kept_dense": kept_dense,
                "tensor_classes": sorted({type(linears[n].weight.data).__name__ for n in originals})}
     finally:
+        SparseSemiStructuredTensor._FORCE_CUTLASS = force_cutlass
         for name, weight in originals.items():
             linears[name].weight = weight
             del linears[name].forward                   # back to nn.Linear.forward
@@ -193,7 +205,7 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
     device = model.get_input_embeddings().weight.device
     dtype = model.get_input_embeddings().weight.dtype
     linears = adapter_for(model).all_linears(model)
-    kernel, reason = choose_kernel(cfg.kernel, linears, device, dtype)
+    kernel, reason = choose_kernel(cfg.kernel, linears, device, dtype, cfg.sparse_backend)
     vocab = min(model.config.vocab_size, len(tokenizer)) if tokenizer is not None else model.config.vocab_size
     prompt = random_prompt(cfg, vocab, device)
     was_training, threads = model.training, torch.get_num_threads()
@@ -203,7 +215,7 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
     try:
         device_info = describe_device(device)
         if kernel == "semi_structured":
-            with semi_structured_weights(linears) as conversion:
+            with semi_structured_weights(linears, cfg.sparse_backend) as conversion:
                 metrics = measure(model, prompt, cfg, desc="speed 2:4")
         else:
             conversion = {"converted": 0, "kept_dense": [], "tensor_classes": ["Tensor"]}
@@ -215,7 +227,8 @@ def evaluate_speed(model, tokenizer, cfg: SpeedConfig) -> tuple[dict, dict]:
                 "warmup": cfg.warmup, "repeats": cfg.repeats, "statistic": "median", "decoding": "greedy, KV cache",
                 "prompt": f"uniform random token ids, seed {cfg.seed}", "device": device_info,
                 "dtype": str(dtype).replace("torch.", ""), "kernel_requested": cfg.kernel, "kernel": kernel,
-                "kernel_reason": reason, "weight_tensor_classes": conversion["tensor_classes"],
+                "kernel_reason": reason, "sparse_backend": cfg.sparse_backend if kernel == "semi_structured" else None,
+                "weight_tensor_classes": conversion["tensor_classes"],
                 "linears_converted": conversion["converted"], "linears_kept_dense": conversion["kept_dense"],
                 "torch": torch.__version__}
     log.info("speed (%s kernel on %s): prefill %.1f tok/s, decode %.1f tok/s", kernel, device,
