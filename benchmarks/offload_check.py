@@ -10,14 +10,13 @@ memory of each path, and whether every decoder linear came out bit-identical.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
 
 import torch
 
-from prune_bench import SHAPES, build_model, run_config
+from prune_bench import build_model, run_config, truncated_7b
 
 
 def prune_timed(model, run, ids) -> tuple[float, float]:
@@ -33,20 +32,11 @@ def prune_timed(model, run, ids) -> tuple[float, float]:
     return time.perf_counter() - t0, (torch.cuda.max_memory_allocated() - base) / 2 ** 30
 
 
-def main(argv=None) -> None:
+def main() -> None:
     from repro.config import EngineConfig
     from repro.models.adapter import adapter_for
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"])
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=8)
-    args = p.parse_args(argv)
-    SHAPES["7b"]["num_hidden_layers"] = args.layers
-    ids = torch.randint(0, SHAPES["7b"]["vocab_size"], (args.nsamples, args.seqlen),
-                        generator=torch.Generator().manual_seed(0))
+    args, ids = truncated_7b(__doc__.splitlines()[0], 8, ["wanda", "sparsegpt"])
     for method in args.methods:
         run = run_config(method, "unstructured", args.batch_size)
         cpu_model = build_model("7b", torch.float16, "cpu", 0)

@@ -66,6 +66,23 @@ def run_config(method: str, pattern: str, batch_size: int):
     })
 
 
+def truncated_7b(description: str, layers: int, methods: list) -> tuple:
+    """Shared by prune_profile.py and offload_check.py: parse their arguments, cut the 7B shape to `--layers`
+    blocks and draw the calibration tokens. Returns `(args, ids)`."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--layers", type=int, default=layers)
+    p.add_argument("--methods", nargs="+", default=methods)
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--rows", type=int, default=25, help="profiler table rows (prune_profile.py)")
+    args = p.parse_args()
+    SHAPES["7b"]["num_hidden_layers"] = args.layers
+    ids = torch.randint(0, SHAPES["7b"]["vocab_size"], (args.nsamples, args.seqlen),
+                        generator=torch.Generator().manual_seed(0))
+    return args, ids
+
+
 def peak_memory_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 30

@@ -9,30 +9,19 @@ device time and the wall time per block.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from prune_bench import SHAPES, build_model, run_config
+from prune_bench import build_model, run_config, truncated_7b
 
 
-def main(argv=None) -> None:
+def main() -> None:
     from repro.models.adapter import adapter_for
     from repro.prune.pipeline import prune_model
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"])
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--rows", type=int, default=25)
-    args = p.parse_args(argv)
-    SHAPES["7b"]["num_hidden_layers"] = args.layers
-    ids = torch.randint(0, SHAPES["7b"]["vocab_size"], (args.nsamples, args.seqlen),
-                        generator=torch.Generator().manual_seed(0))
+    args, ids = truncated_7b(__doc__.splitlines()[0], 4, ["wanda", "sparsegpt"])
     for spec in args.methods:
         method, _, pattern = spec.partition(":")
         run = run_config(method, pattern or "unstructured", args.batch_size)
