@@ -55,6 +55,9 @@ def check_speed(cfg: SpeedConfig, run=None) -> None:
     if not torch.cuda.is_available() or (run is not None and not str(run.model.device).startswith(("cuda", "auto"))):
         raise ConfigError("eval.speed.kernel", cfg.kernel, "a kernel this machine runs: auto or dense",
                           "semi_structured needs a CUDA GPU with compute capability >= 8.0 (model.device=cuda).")
+    if cfg.sparse_backend == "cutlass" and torch.cuda.get_device_capability()[0] != 8:
+        raise ConfigError("eval.speed.sparse_backend", cfg.sparse_backend, "cusparselt on this GPU",
+                          "torch's CUTLASS 2:4 kernel runs on compute capability 8.x (Ampere) only.")
     if run is not None:
         if run.model.dtype not in ("float16", "bfloat16"):
             raise ConfigError("model.dtype", run.model.dtype,
