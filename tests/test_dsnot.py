@@ -206,3 +206,34 @@ def test_refine_matches_a_literal_transcription_of_the_reference(seed, sparsity,
     assert clean, "the case triggers a documented deviation; pick other data"
     assert not torch.equal(ref, initial)
     assert torch.equal(ours, ref), f"rows differ: {(ours != ref).any(dim=1).nonzero().flatten().tolist()}"
+
+
+def _boundary_case():
+    """One row, e = -6 < 0: its pruned weights all have c = -1; it keeps two small positive contributions (lowest
+    Wanda scores) and four large negative ones (highest Wanda scores)."""
+    c = torch.tensor([[-1., -1., -1., -1., -1., -1., 0.5, 0.5, -10., -11., -12., -13.]])
+    pruned = torch.tensor([[True] * 6 + [False] * 6])
+    wanda = torch.tensor([[0.1] * 6 + [1., 2., 5., 6., 7., 8.]])
+    return pruned, c, wanda, torch.ones(12)
+
+
+def test_reference_walks_past_the_sign_boundary_and_sign_guard_stops_there():
+    pruned, c, wanda, var = _boundary_case()
+    plain = dsnot_refine(pruned, c, wanda, var, 4, 0.1, 1.0, False)
+    ref, clean = _reference_dsnot(pruned, c, wanda, var, 4, 0.1, 1.0, False)
+    assert clean and torch.equal(plain, ref)                    # the reference does it too
+    assert plain[0, 8:].any() and _error(plain, c).abs() > 6     # after the two positives: prunes c = -13, -12
+    guarded = dsnot_refine(pruned, c, wanda, var, 4, 0.1, 1.0, False, sign_guard=True)
+    assert not guarded[0, 8:].any()                             # the large negative contributions stay
+    assert torch.equal(guarded.sum(dim=1), pruned.sum(dim=1))
+    assert float(_error(guarded, c)) == pytest.approx(-3.0)     # two useful swaps, then the row stops
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sign_guard_changes_nothing_while_every_list_has_candidates_of_the_right_sign(seed):
+    w, contribution, wanda, var = _layer_case(24, 320, seed)
+    initial = build_mask(wanda, 0.6, None, "row")
+    for side in (initial, ~initial):                 # >= 50 candidates of each sign in both lists of every row
+        assert ((side & (contribution > 0)).sum(dim=1) >= 50).all() and ((side & (contribution < 0)).sum(1) >= 50).all()
+    plain = dsnot_refine(initial, contribution, wanda, var, 50, 0.1, 1.0, False)
+    assert torch.equal(dsnot_refine(initial, contribution, wanda, var, 50, 0.1, 1.0, False, sign_guard=True), plain)
