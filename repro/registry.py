@@ -26,7 +26,6 @@ _loaded = False
 def register(kind: str, name: str, schema: type):
     def deco(cls):
         _REGISTRY[kind][name] = (cls, schema)
-        cls.method_name = name
         return cls
     return deco
 

@@ -25,7 +25,6 @@ class Scorer:
 
     Score-based methods override `score`; methods that also update weights (SparseGPT) override `prune_layer`.
     """
-    method_name = "?"
     needs_calibration = False
     stats: frozenset = frozenset()
     granularity = "row"                  # comparison group for a float target: "row" or "layer"
@@ -45,7 +44,6 @@ class Scorer:
 
 class Allocator:
     """Returns the sparsity target of every prunable linear: `{full module name: float | per-row tensor}`."""
-    method_name = "?"
     needs_calibration = False
 
     def __init__(self, cfg):

@@ -247,7 +247,3 @@ def model_seqlen(model, cfg: ModelConfig) -> int:
     if max_pos is None:
         raise ConfigError("model.seqlen", None, "an integer (the model config has no max_position_embeddings)")
     return int(max_pos)
-
-
-def input_device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device
