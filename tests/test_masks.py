@@ -67,3 +67,11 @@ def test_n_of_m_breaks_ties_like_the_per_group_topk_loop(n, m):
     for start in range(0, 64, m):                             # one topk per group of M columns, left to right
         loop.scatter_(1, start + torch.topk(score[:, start:start + m], n, dim=1, largest=False)[1], True)
     assert torch.equal(prune_n_of_m(score, n, m), loop)
+
+
+def test_kth_smallest_is_the_references_sorted_value_also_with_ties():
+    from repro.prune.masks import kth_smallest
+
+    flat = torch.tensor([3.0, 1.0, 2.0, 1.0, 5.0, 2.0, 2.0])
+    ref = torch.sort(flat).values
+    assert [float(kth_smallest(flat, k)) for k in range(flat.numel())] == ref.tolist()

@@ -122,11 +122,3 @@ def test_config_checks_before_loading():
     run = compose_run("env=offline", "model=tiny-llama", "score=sparsegpt", "pattern=nm_4_8", "score.blocksize=12")
     with pytest.raises(ConfigError, match="score.blocksize"):
         preflight(run)
-
-
-def test_kth_smallest_is_the_references_sorted_value_also_with_ties():
-    from repro.methods.sparsegpt import kth_smallest
-
-    flat = torch.tensor([3.0, 1.0, 2.0, 1.0, 5.0, 2.0, 2.0])
-    ref = torch.sort(flat).values
-    assert [float(kth_smallest(flat, k)) for k in range(flat.numel())] == ref.tolist()

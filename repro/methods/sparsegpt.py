@@ -28,10 +28,8 @@ Deviations (all exact in exact arithmetic; float rounding differs):
 - Linears that share one Hessian (q/k/v, gate/up: the engine shares their statistics) share one damped inverse
   and are updated together (rows stacked; the mask is still chosen per linear and per block). Rows are
   independent in OBS, so this is the same computation.
-- The unstructured threshold is the reference's `sort(score)[k]`; on CPU it is read with `torch.kthvalue` (the
-  same value, cheaper there). Not on CUDA: kthvalue over one 1.4 M-element slice runs in a single thread block
-  (3.4 ms per call on an H100, half of SparseGPT's GPU time in the LLaMA-2-7B profile), a full sort takes a
-  fraction of that. Like the reference, a target of 0 still prunes the block's minimum score(s)
+- The unstructured threshold is the reference's `sort(score)[k]` (`repro.prune.masks.kth_smallest`: kthvalue on
+  CPU, a sort on CUDA — same value). Like the reference, a target of 0 still prunes the block's minimum score(s)
   (`score <= sort(score)[0]`).
 - `stats_dtype=float64` accumulates H in fp64; the algorithm itself still runs in fp32 like the reference.
 - Per-row targets (a tensor, e.g. from a row allocator; the references never do this — NeuronAL skips its row
@@ -49,7 +47,7 @@ import torch.nn as nn
 
 from repro.config import ConfigError, check_range
 from repro.methods.base import MethodConfig, Scorer, Target
-from repro.prune.masks import keep_highest_per_row
+from repro.prune.masks import keep_highest_per_row, prune_up_to_kth
 from repro.prune.stats import LayerStats
 from repro.registry import register
 
@@ -125,13 +123,6 @@ def _block_scores(W1: torch.Tensor, Hinv1: torch.Tensor) -> torch.Tensor:
     return W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
 
 
-def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """`sort(flat)[k]` (0-based): a full sort on CUDA, quickselect (`kthvalue`) elsewhere (see the docstring)."""
-    if flat.is_cuda:
-        return torch.sort(flat).values[k]
-    return torch.kthvalue(flat, k + 1).values
-
-
 def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[Target]) -> torch.Tensor:
     mask = torch.zeros_like(score, dtype=torch.bool)
     for sl, target in zip(slices, targets):
@@ -139,9 +130,7 @@ def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[T
         if isinstance(target, torch.Tensor):
             mask[sl] = keep_highest_per_row(s, target)
         else:
-            k = int(s.numel() * float(target))          # the reference's sort(score)[k], even for k = 0
-            thresh = kth_smallest(s.flatten(), min(k, s.numel() - 1))
-            mask[sl] = s <= thresh
+            mask[sl] = prune_up_to_kth(s, int(s.numel() * float(target)))   # the reference's rule, even for k = 0
     return mask
 
 
