@@ -1,8 +1,10 @@
 """The run record (`result.json`): identity, atomic writes, versions. Schema: docs/record.md.
 
-Identity = SHA-256 over the canonical JSON of the config fields that change numbers. Excluded (they do not
-change a number, or only where they should not): output paths and local data paths, the model's `path` (the
-same weights from the hub or a local copy are the same experiment — `model.name` names the weights), device,
+Identity = SHA-256 over the canonical JSON of the config fields that change numbers, plus `inputs`: the content
+fingerprint of every local input file (model weights/config, calibration and evaluation texts; repro/fingerprint.py)
+keyed by its override name, so another checkpoint or text is another run and a moved-unchanged file is the same.
+Excluded (they do not change a number, or only where they should not): output paths, the paths themselves of
+local inputs (their content is in `inputs`), the model's `path` of a hub id (`model.name` names the weights), device,
 batch sizes of calibration and evaluation (results do not depend on them beyond float noise), offloading,
 logging, `force`, and the experiment label (two papers' sweeps share their common baselines).
 """
@@ -42,10 +44,16 @@ def _drop(d: dict, dotted: str) -> None:
     d.pop(parts[-1], None)
 
 
-def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = True) -> dict:
+def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = True,
+                    inputs: Optional[dict] = None) -> dict:
     """The config fields that define the experiment. A dense run ignores every pruning field (so all papers share
-    one dense run per model and protocol); a method without calibration ignores `calib`."""
+    one dense run per model and protocol); a method without calibration ignores `calib`. `inputs` are the content
+    fingerprints of local input files ({override name: hash}, repro.fingerprint.input_fingerprints)."""
     cfg = json.loads(json.dumps(plain_cfg, default=str))
+    inputs = {k: v for k, v in (inputs or {}).items()
+              if not (k.startswith("calib.") and (dense or not needs_calib))}
+    if inputs:
+        cfg["inputs"] = dict(sorted(inputs.items()))
     for key in NON_IDENTITY_KEYS:
         _drop(cfg, key)
     if dense:
@@ -56,8 +64,11 @@ def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = Tr
     return cfg
 
 
-def identity(plain_cfg: dict, dense: bool = False, needs_calib: bool = True) -> str:
-    fields = identity_fields(plain_cfg, dense=dense, needs_calib=needs_calib)
+def identity(plain_cfg: dict, dense: bool = False, needs_calib: bool = True, inputs: Optional[dict] = None) -> str:
+    return identity_of_fields(identity_fields(plain_cfg, dense=dense, needs_calib=needs_calib, inputs=inputs))
+
+
+def identity_of_fields(fields: dict) -> str:
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -77,10 +77,18 @@ def _check_calibration_context(run: RunConfig) -> None:
         raise ConfigError(field, seqlen, f"at most the model's context (max_position_embeddings = {context})")
 
 
-def run_identity(run: RunConfig) -> str:
+def identity_fields(run: RunConfig) -> dict:
+    """The fields that define the run (config + content fingerprints of its local inputs); see repro/record.py."""
+    from repro.fingerprint import input_fingerprints
     from repro.prune.pipeline import needs_calibration
 
-    return rec.identity(to_plain(run), dense=run.score.name == "dense", needs_calib=needs_calibration(run))
+    plain = to_plain(run)
+    return rec.identity_fields(plain, dense=run.score.name == "dense", needs_calib=needs_calibration(run),
+                               inputs=input_fingerprints(plain))
+
+
+def run_identity(run: RunConfig) -> str:
+    return rec.identity_of_fields(identity_fields(run))
 
 
 @contextmanager
@@ -114,7 +122,11 @@ def execute(cfg: DictConfig | dict | RunConfig) -> dict:
 
 
 def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
-    existing = rec.read_record(out_dir)
+    try:
+        existing = rec.read_record(out_dir)
+    except (OSError, ValueError) as e:    # half-written / corrupt record: recompute it (no force needed)
+        log.warning("corrupt record %s (%s): recomputing", out_dir / rec.RECORD_FILE, str(e).splitlines()[0])
+        existing = None
     if existing and existing.get("status") == "ok" and not run.force:
         log.info("skip %s: an ok record exists (force=true reruns it)", out_dir)
         existing["skipped"] = True
@@ -123,8 +135,7 @@ def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
     plain = to_plain(run)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
     record = {"schema_version": rec.SCHEMA_VERSION, "identity": ident, "status": "running",
-              "run_dir": str(out_dir), "config": plain, "identity_fields": rec.identity_fields(
-                  plain, dense=run.score.name == "dense", needs_calib=_needs_calib(run)),
+              "run_dir": str(out_dir), "config": plain, "identity_fields": identity_fields(run),
               "started_at": _now(), "versions": rec.versions(), "metrics": {}, "protocol": {}, "timings": {}}
     t_start = time.perf_counter()
     with _log_to(out_dir / "run.log"):
@@ -142,12 +153,6 @@ def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
             rec.write_json_atomic(out_dir / rec.RECORD_FILE, record)
             _mirror(run, record)
     return record
-
-
-def _needs_calib(run) -> bool:
-    from repro.prune.pipeline import needs_calibration
-
-    return needs_calibration(run)
 
 
 def _now() -> str:

@@ -1,6 +1,7 @@
 """Run records: identity stability, atomic writes, ok/failed records, skip-on-resume."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,11 +11,13 @@ from repro.run import execute, run_identity
 from tests.conftest import compose_cfg, compose_run
 
 
-def test_identity_is_stable_and_ignores_paths():
+def test_identity_is_stable_and_ignores_paths(tmp_path):
     a = run_identity(compose_run("model=tiny-llama", "env=offline"))
     assert a == run_identity(compose_run("model=tiny-llama", "env=offline"))
+    copy = tmp_path / "copy.txt"   # the same text elsewhere: same content fingerprint, same run
+    copy.write_bytes(Path(compose_run("model=tiny-llama", "env=offline").data.wikitext2.local_path).read_bytes())
     assert a == run_identity(compose_run("model=tiny-llama", "env=offline", "paths.results=/elsewhere",
-                                         "data.wikitext2.local_path=/other/copy.txt", "eval.ppl.batch_size=7",
+                                         f"data.wikitext2.local_path={copy}", "eval.ppl.batch_size=7",
                                          "experiment.paper=owl"))
     assert a != run_identity(compose_run("model=tiny-llama", "env=offline", "sparsity=0.6"))
     assert a != run_identity(compose_run("model=tiny-llama", "env=offline", "seed=1"))

@@ -5,7 +5,8 @@
     repro status experiment=neuronal/table2 model=llama2-7b --json     # an experiment's grid, machine-readable
 
 A status is read from the run records, never from the launcher's memory: `ok` / `failed` (a `result.json` with
-that status), `running` (no `ok` record and another process holds the identity's lock) or `missing`.
+that status), `running` (no `ok` record and another process holds the identity's lock), `corrupt` (a
+`result.json` that cannot be read: its path is shown, and the next `repro run` recomputes it) or `missing`.
 For a grid given as overrides, the grid is expanded by Hydra itself (the sweeper, `hydra.sweeper.params` of an
 experiment included) with the gpu_pool launcher in dry-run mode, so `repro status` and a real launch always
 agree on the jobs. For a sweep directory, the gpu_pool/slurm launchers' manifest (`repro_sweep.json`) is read;
@@ -22,7 +23,7 @@ from typing import Optional
 from repro import record as rec
 
 MANIFEST = "repro_sweep.json"
-STATUSES = ("ok", "failed", "running", "missing")
+STATUSES = ("ok", "failed", "running", "corrupt", "missing")
 
 
 def record_status(results: str, identity: str) -> tuple[str, Optional[dict]]:
@@ -30,8 +31,10 @@ def record_status(results: str, identity: str) -> tuple[str, Optional[dict]]:
     run_dir = rec.run_dir(results, identity)
     try:
         record = rec.read_record(run_dir)
-    except (OSError, json.JSONDecodeError):
-        record = None
+    except (OSError, ValueError) as e:     # half-written or damaged: the next `repro run` recomputes it
+        if run_dir.is_dir() and rec.identity_locked(run_dir):
+            return "running", None
+        return "corrupt", {"corrupt": f"unreadable {run_dir / rec.RECORD_FILE} ({str(e).splitlines()[0][:60]})"}
     if record and record.get("status") == "ok":
         return "ok", record
     if run_dir.is_dir() and rec.identity_locked(run_dir):
@@ -51,6 +54,8 @@ def key_metric(record: Optional[dict]) -> str:
     mean = (metrics.get("zeroshot") or {}).get("mean")
     if isinstance(mean, (int, float)):
         parts.append(f"zeroshot {mean:.4f}")
+    if "corrupt" in record:
+        return record["corrupt"]
     if not parts and record.get("status") == "failed":
         err = record.get("error") or {}
         parts.append(f"{err.get('type', 'error')}: {str(err.get('message', ''))[:60]}")
@@ -73,7 +78,8 @@ def render_table(rows: list[dict]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
-    lines.append(f"{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES))
+    shown = [s for s in STATUSES if s != "corrupt" or counts[s]]     # `corrupt` only when there is one
+    lines.append(f"{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown))
     return "\n".join(lines)
 
 
