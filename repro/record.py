@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2      # 2: stage identities (`prune_id`, `recover_id`), `pruned_model`, `inputs` in identity_fields
 RECORD_FILE = "result.json"
 
 NON_IDENTITY_KEYS = (
@@ -71,6 +71,24 @@ def identity(plain_cfg: dict, dense: bool = False, needs_calib: bool = True, inp
 def identity_of_fields(fields: dict) -> str:
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def skeleton(run, status: str, started_at: Optional[str] = None) -> dict:
+    """The record every writer starts from (repro/run.py, repro/runner/failures.py); `run`: a resolved
+    repro.stages.Run."""
+    from repro.config import to_plain
+
+    return {"schema_version": SCHEMA_VERSION, "identity": run.identity, "status": status,
+            "run_dir": str(run.run_dir()), "config": to_plain(run.cfg), "identity_fields": run.fields,
+            "prune_id": run.prune_id, "recover_id": run.recover_id, "pruned_model": None,
+            "started_at": started_at or now(), "versions": versions(), "metrics": {}, "protocol": {},
+            "timings": {}}
 
 
 def run_dir(results: str | Path, ident: str) -> Path:

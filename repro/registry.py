@@ -64,6 +64,12 @@ def validate_method_node(kind: str, node: Any):
     return _structured_merge(_REGISTRY[kind][name][1], node, kind)
 
 
+def method_class(kind: str, name: str) -> type:
+    """The class registered under `name` (its class attributes: `needs_calibration`, `prunes`, `check`, ...)."""
+    _load_all()
+    return _REGISTRY[kind][name][0]
+
+
 def build(kind: str, cfg) -> Any:
     """Instantiate the implementation registered for a validated config."""
     _load_all()

@@ -16,7 +16,6 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +24,39 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.config import ConfigError, RunConfig, load_run_config, to_plain
 from repro import record as rec
+from repro.stages import Run, resolve, run_identity  # noqa: F401  (run_identity: re-exported for callers)
 
 log = logging.getLogger("repro")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def preflight(run: RunConfig) -> None:
-    """Every check that can fail on user input, before the model is loaded."""
+def preflight(run) -> None:
+    """Every check that can fail on user input, before the model is loaded (`run`: a RunConfig or a resolved Run)."""
     from repro.data.calibration import check_calibration
     from repro.data.perplexity import check_source
     from repro.models.loading import check_model_source
-    from repro.prune.pipeline import needs_calibration
 
-    check_model_source(run.model)
-    if needs_calibration(run):
-        if run.calib.name == "none":
+    r = run if isinstance(run, Run) else resolve(run)
+    cfg = r.cfg
+    check_model_source(cfg.model)
+    if r.needs_calibration:
+        if cfg.calib.name == "none":
             raise ConfigError("calib", "none", "a calibration set (c4, wikitext2, local_text)",
-                              f"score={run.score.name} allocation={run.allocation.name} needs calibration data.")
-        check_calibration(run.calib)
-        _check_calibration_context(run)
-    if run.score.name == "sparsegpt" and run.pattern.name == "nm" and run.score.blocksize % run.pattern.m:
-        raise ConfigError("score.blocksize", run.score.blocksize,
-                          f"a multiple of M = {run.pattern.m} for the {run.pattern.label} pattern")
-    for name in run.eval.ppl.datasets:
-        check_source(name, getattr(run.data, name))
-    if run.eval.zeroshot:
+                              f"score={cfg.score.name} allocation={cfg.allocation.name} needs calibration data.")
+        check_calibration(cfg.calib)
+        _check_calibration_context(cfg)
+    for method in (r.scorer, r.allocator, r.recovery):     # each method's own rules (e.g. SparseGPT's blocksize)
+        check = getattr(method, "check", None)
+        if check is not None:
+            check(cfg)
+    for name in cfg.eval.ppl.datasets:
+        check_source(name, getattr(cfg.data, name))
+    if cfg.eval.zeroshot:
         from repro.eval.zeroshot import check_zeroshot
-        check_zeroshot(run.eval.zeroshot)
-    if run.eval.speed:
+        check_zeroshot(cfg.eval.zeroshot)
+    if cfg.eval.speed:
         from repro.eval.speed import check_speed
-        check_speed(run.eval.speed, run)
+        check_speed(cfg.eval.speed, cfg)
 
 
 def _known_context(model_cfg) -> int | None:
@@ -77,20 +79,6 @@ def _check_calibration_context(run: RunConfig) -> None:
         raise ConfigError(field, seqlen, f"at most the model's context (max_position_embeddings = {context})")
 
 
-def identity_fields(run: RunConfig) -> dict:
-    """The fields that define the run (config + content fingerprints of its local inputs); see repro/record.py."""
-    from repro.fingerprint import input_fingerprints
-    from repro.prune.pipeline import needs_calibration
-
-    plain = to_plain(run)
-    return rec.identity_fields(plain, dense=run.score.name == "dense", needs_calib=needs_calibration(run),
-                               inputs=input_fingerprints(plain))
-
-
-def run_identity(run: RunConfig) -> str:
-    return rec.identity_of_fields(identity_fields(run))
-
-
 @contextmanager
 def _log_to(path: Path):
     handler = logging.FileHandler(path)
@@ -111,32 +99,28 @@ def _seed_everything(seed: int) -> None:
 
 def execute(cfg: DictConfig | dict | RunConfig) -> dict:
     """Validate, run (or skip) and record one experiment. Returns the record."""
-    run = cfg if isinstance(cfg, RunConfig) else load_run_config(cfg)
+    run = resolve(cfg)
     preflight(run)
-    ident = run_identity(run)
-    out_dir = rec.run_dir(run.paths.results, ident)
+    out_dir = run.run_dir()
     if rec.identity_locked(out_dir):
         log.info("waiting: another process is running %s", out_dir)
     with rec.identity_lock(out_dir):   # concurrent sweeps sharing this run compute it once (repro/runner)
-        return _execute_locked(run, ident, out_dir)
+        return _execute_locked(run, out_dir)
 
 
-def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
+def _execute_locked(run: Run, out_dir: Path) -> dict:
     try:
         existing = rec.read_record(out_dir)
     except (OSError, ValueError) as e:    # half-written / corrupt record: recompute it (no force needed)
         log.warning("corrupt record %s (%s): recomputing", out_dir / rec.RECORD_FILE, str(e).splitlines()[0])
         existing = None
-    if existing and existing.get("status") == "ok" and not run.force:
+    if existing and existing.get("status") == "ok" and not run.cfg.force:
         log.info("skip %s: an ok record exists (force=true reruns it)", out_dir)
         existing["skipped"] = True
         return existing
     out_dir.mkdir(parents=True, exist_ok=True)
-    plain = to_plain(run)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    record = {"schema_version": rec.SCHEMA_VERSION, "identity": ident, "status": "running",
-              "run_dir": str(out_dir), "config": plain, "identity_fields": identity_fields(run),
-              "started_at": _now(), "versions": rec.versions(), "metrics": {}, "protocol": {}, "timings": {}}
+    record = rec.skeleton(run, "running")
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(record["config"])))
     t_start = time.perf_counter()
     with _log_to(out_dir / "run.log"):
         try:
@@ -148,67 +132,23 @@ def _execute_locked(run: RunConfig, ident: str, out_dir: Path) -> dict:
             raise
         finally:
             record["timings"]["total_s"] = time.perf_counter() - t_start
-            record["finished_at"] = _now()
+            record["finished_at"] = rec.now()
             record["memory"] = rec.peak_memory()
             rec.write_json_atomic(out_dir / rec.RECORD_FILE, record)
-            _mirror(run, record)
+            _mirror(run.cfg, record)
     return record
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _run_steps(run: Run, record: dict, out_dir: Path) -> None:
+    """load → calibrate → prune → recover → evaluate; each step fills its part of `record`."""
+    from repro.run_steps import calibrate, evaluate, load, prune, recover
 
-
-def _run_steps(run: RunConfig, record: dict, out_dir: Path) -> None:
-    from repro.data.calibration import load_calibration
-    from repro.eval import evaluate_all
-    from repro.models.adapter import adapter_for
-    from repro.models.loading import load_model, model_seqlen
-    from repro.prune.pipeline import measure_sparsity, needs_calibration, prune_model
-    from repro.registry import build
-
-    timings = record["timings"]
-    _seed_everything(run.seed)
-    t = time.perf_counter()
-    model, tokenizer = load_model(run.model, seed=run.seed)
-    adapter = adapter_for(model)
-    seqlen = model_seqlen(model, run.model)
-    timings["load_s"] = time.perf_counter() - t
-    record["protocol"].update(dtype=run.model.dtype, seqlen=seqlen, model_class=type(model).__name__)
-
-    calib = None
-    if run.score.name != "dense" and needs_calibration(run):
-        t = time.perf_counter()
-        calib = load_calibration(run.calib, tokenizer, run.calib.seqlen or seqlen)
-        timings["calibration_data_s"] = time.perf_counter() - t
-        record["protocol"]["calibration"] = calib.fingerprint
-
-    if run.eval.speed and run.score.name != "dense":
-        from repro.eval.speed import evaluate_speed
-        import dataclasses  # the dense baseline always runs the dense kernel (the model is not 2:4 yet)
-        record["metrics"]["speed_dense"], record["protocol"]["speed_dense"] = evaluate_speed(
-            model, tokenizer, dataclasses.replace(run.eval.speed, kernel="dense"))
-
-    t = time.perf_counter()
-    record["prune"] = prune_model(model, adapter, run, calib.input_ids if calib is not None else None)
-    timings["prune_s"] = time.perf_counter() - t
-    record["sparsity"] = measure_sparsity(model, adapter)
-    log.info("measured sparsity %.4f", record["sparsity"]["overall"])
-
-    if run.recovery.name != "none":
-        t = time.perf_counter()
-        record["recovery"] = build("recovery", run.recovery).recover(model, tokenizer, run, calib)
-        timings["recovery_s"] = time.perf_counter() - t
-        record["sparsity_after_recovery"] = measure_sparsity(model, adapter)
-
-    t = time.perf_counter()
-    metrics, protocol = evaluate_all(model, tokenizer, run, seqlen)
-    timings["eval_s"] = time.perf_counter() - t
-    record["metrics"].update(metrics)
-    record["protocol"].update(protocol)
-    if "speed" in metrics and "speed_dense" in record["metrics"]:
-        from repro.eval.speed import speedups
-        record["metrics"]["speed"].update(speedups(record["metrics"]["speed_dense"], metrics["speed"]))
+    _seed_everything(run.cfg.seed)
+    model, tokenizer, adapter, seqlen = load(run, record)
+    calib = calibrate(run, record, tokenizer, seqlen)
+    prune(run, record, model, tokenizer, adapter, calib)
+    recover(run, record, model, tokenizer, adapter, calib)
+    evaluate(run, record, model, tokenizer, seqlen)
 
 
 def _mirror(run: RunConfig, record: dict) -> None:
@@ -265,7 +205,10 @@ def main_entry(cfg: DictConfig) -> None:
     except ConfigError as e:
         log.error("%s", e)
         sys.exit(2)
-    dense = rec.read_record(rec.run_dir(run.paths.results, run_identity(dense_counterpart(run))))
+    try:
+        dense = rec.read_record(rec.run_dir(run.paths.results, run_identity(dense_counterpart(run))))
+    except (OSError, ValueError):
+        dense = None
     print(summary_line(record, dense), flush=True)
 
 

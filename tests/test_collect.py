@@ -13,6 +13,7 @@ import pytest
 from conftest import compose_run
 from repro.collect import build_paper, cells_frame, load_records, paper_html, paper_latex, paper_markdown
 from repro.collect import records as records_mod
+from repro.record import SCHEMA_VERSION
 from repro.collect.cli import diff_main, tables_main
 from repro.collect.diff import diff_records
 from repro.config import to_plain
@@ -275,7 +276,7 @@ def test_record_versions(tmp_path, monkeypatch):
     # A migration registered for version 0 is applied, and the record becomes readable.
     monkeypatch.setitem(records_mod.MIGRATIONS, 0, lambda r: {**r, "migrated": True})
     recs = load_records(results)
-    assert len(recs) == 2 and any(r.get("migrated") and r["schema_version"] == 1 for r in recs.records)
+    assert len(recs) == 2 and any(r.get("migrated") and r["schema_version"] == SCHEMA_VERSION for r in recs.records)
     assert old_dir.exists()
 
 

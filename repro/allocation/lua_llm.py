@@ -190,7 +190,7 @@ def _load_tokenizer(model_cfg):
 
 def _run_dir(run) -> Path:
     from repro import record as rec
-    from repro.run import run_identity
+    from repro.stages import run_identity
 
     return rec.run_dir(run.paths.results, run_identity(run))
 

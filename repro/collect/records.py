@@ -25,7 +25,9 @@ log = logging.getLogger("repro.collect")
 
 # schema_version v -> function turning a v record into a v+1 record. Version 1 is the first released schema;
 # add an entry here whenever repro.record.SCHEMA_VERSION is bumped.
-MIGRATIONS: Dict[int, Callable[[dict], dict]] = {}
+MIGRATIONS: Dict[int, Callable[[dict], dict]] = {
+    1: lambda r: {"prune_id": None, "recover_id": None, "pruned_model": None, **r},   # 2: stage identities
+}
 SEED_FIELDS = (("seed",), ("calib", "seed"))
 
 

@@ -26,11 +26,16 @@ class Scorer:
     Score-based methods override `score`; methods that also update weights (SparseGPT) override `prune_layer`.
     """
     needs_calibration = False
+    prunes = True                        # False for the dense reference: no prune stage, no pruning fields
     stats: frozenset = frozenset()
     granularity = "row"                  # comparison group for a float target: "row" or "layer"
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    @classmethod
+    def check(cls, run) -> None:
+        """The method's own preflight rules on the whole run (raise ConfigError); called before the model loads."""
 
     def score(self, name: str, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
         raise NotImplementedError

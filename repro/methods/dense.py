@@ -12,4 +12,4 @@ class DenseConfig(MethodConfig):
 
 @register("score", "dense", DenseConfig)
 class Dense(Scorer):
-    pass
+    prunes = False

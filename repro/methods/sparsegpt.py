@@ -134,6 +134,11 @@ def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[T
     return mask
 
 
+def _check_blocksize(blocksize: int, n: int, m: int) -> None:
+    if n and blocksize % m:
+        raise ConfigError("score.blocksize", blocksize, f"a multiple of M = {m} for the {n}:{m} pattern")
+
+
 @torch.no_grad()
 def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, slices: List[slice],
                     targets: List[Target], n: int = 0, m: int = 0, blocksize: int = 128) -> torch.Tensor:
@@ -141,8 +146,7 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
     W = W.clone()
     W[:, dead] = 0
     cols = W.shape[1]
-    if n and blocksize % m:
-        raise ConfigError("score.blocksize", blocksize, f"a multiple of M = {m} for the {n}:{m} pattern")
+    _check_blocksize(blocksize, n, m)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
@@ -164,6 +168,11 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
 class SparseGPT(Scorer):
     needs_calibration = True
     stats = frozenset({"hessian"})
+
+    @classmethod
+    def check(cls, run) -> None:
+        if run.pattern.name == "nm":
+            _check_blocksize(run.score.blocksize, run.pattern.n, run.pattern.m)
 
     def _factor(self, stats: LayerStats):
         key = ("sparsegpt_inverse_hessian", self.cfg.percdamp)

@@ -27,10 +27,19 @@ class ApplyTargets(BlockCallback):
     def __init__(self, scorer, targets: Dict[str, Target], pattern):
         self.scorer, self.targets, self.pattern = scorer, targets, pattern
         self.stats = frozenset(scorer.stats)
+        self.changed: set = set()        # linears whose kept weights the method changed (repro/store.py stores them)
 
     def on_group(self, ctx: BlockContext) -> None:
         items = [(ctx.full_name(rel), linear, ctx.stats[rel], self.targets[ctx.full_name(rel)])
                  for rel, linear in ctx.linears.items()]
+        before = {full: linear.weight.detach().clone() for full, linear, _, _ in items}
+        self._prune(items)
+        for full, linear, _, _ in items:
+            w = linear.weight.detach()
+            if bool(((w != before[full]) & (w != 0)).any()):
+                self.changed.add(full)
+
+    def _prune(self, items) -> None:
         prune_group = getattr(self.scorer, "prune_group", None)    # SparseGPT: one pass per shared Hessian
         if prune_group is not None:
             prune_group(items, self.pattern)
@@ -40,21 +49,19 @@ class ApplyTargets(BlockCallback):
 
 
 def needs_calibration(run) -> bool:
-    from repro.registry import _REGISTRY, _load_all
+    from repro.registry import method_class
 
-    _load_all()
-    scorer_cls = _REGISTRY["score"][run.score.name][0]
-    alloc_cls = _REGISTRY["allocation"][run.allocation.name][0]
-    rec_cls = _REGISTRY["recovery"][run.recovery.name][0]
-    return bool(scorer_cls.needs_calibration or alloc_cls.needs_calibration
-                or getattr(rec_cls, "needs_calibration", False))
+    return bool(method_class("score", run.score.name).needs_calibration
+                or method_class("allocation", run.allocation.name).needs_calibration
+                or getattr(method_class("recovery", run.recovery.name), "needs_calibration", False))
 
 
-def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor]) -> dict:
-    """Prune `model` in place according to `run`; return the report that goes into the record."""
+def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor], changed: Optional[set] = None) -> dict:
+    """Prune `model` in place according to `run`; return the report that goes into the record. `changed`, when
+    given, receives the names of the linears whose kept weights the method updated (SparseGPT)."""
     scorer = build("score", run.score)
     report: dict = {"score": run.score.name, "allocation": run.allocation.name, "pattern": run.pattern.label}
-    if run.score.name == "dense":
+    if not scorer.prunes:
         return report
     allocator = build("allocation", run.allocation)
     t0 = time.perf_counter()
@@ -65,7 +72,10 @@ def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor]) -> dict:
     t0 = time.perf_counter()
     engine = CalibrationEngine(model, adapter, run.engine, calib_ids if scorer.needs_calibration else None,
                                batch_size=run.calib.batch_size)
-    engine.run(ApplyTargets(scorer, targets, run.pattern))
+    callback = ApplyTargets(scorer, targets, run.pattern)
+    engine.run(callback)
+    if changed is not None:
+        changed.update(callback.changed)
     report["prune_s"] = time.perf_counter() - t0
     return report
 

@@ -99,7 +99,7 @@ def _check_identity(sweep_config, planned: str | None) -> None:
     if not planned:
         return
     from repro.config import load_run_config
-    from repro.run import run_identity
+    from repro.stages import run_identity
 
     actual = run_identity(load_run_config(sweep_config))
     if actual != planned:

@@ -86,18 +86,11 @@ def _read(run_dir: Path) -> Optional[dict]:
 
 
 def _failed_record(job, reason: str, launcher_info: dict, attempt_started: float) -> dict:
-    from repro.config import to_plain
-    from repro.prune.pipeline import needs_calibration
+    from repro.stages import resolve
 
-    plain = to_plain(job.run)
     started = datetime.fromtimestamp(attempt_started, timezone.utc).isoformat(timespec="seconds")
     return {
-        "schema_version": rec.SCHEMA_VERSION, "identity": job.identity, "status": "failed",
-        "run_dir": str(job.run_dir), "config": plain,
-        "identity_fields": rec.identity_fields(plain, dense=job.run.score.name == "dense",
-                                               needs_calib=needs_calibration(job.run)),
-        "started_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": rec.versions(), "metrics": {}, "protocol": {}, "timings": {},
+        **rec.skeleton(resolve(job.run), "failed", started_at=started), "finished_at": rec.now(),
         "error": {"type": "JobDied", "message": f"the job's process {reason} before writing its record",
                   "traceback": launcher_info.get("stderr_tail", "")},
         "launcher": launcher_info,

@@ -98,7 +98,8 @@ def _plan(hydra_context, master_config, job_overrides, initial_job_idx, progress
     from tqdm import tqdm
 
     from repro.config import ConfigError, load_run_config
-    from repro.run import preflight, run_identity
+    from repro.run import preflight
+    from repro.stages import resolve
 
     jobs: list[PlannedJob] = []
     first_of: dict[str, int] = {}
@@ -107,12 +108,13 @@ def _plan(hydra_context, master_config, job_overrides, initial_job_idx, progress
         num = initial_job_idx + index
         sweep_config = compose_job(hydra_context, master_config, overrides, num)
         try:
-            run = load_run_config(sweep_config)
-            preflight(run)
+            resolved = resolve(load_run_config(sweep_config))
+            preflight(resolved)
+            run = resolved.cfg
         except ConfigError as e:
             raise ConfigError(e.field_name, e.value, "a valid value",
                               f"(job #{num}: {' '.join(overrides)}) {e}") from None
-        identity = run_identity(run)
+        identity = resolved.identity
         job_dir = str(Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir))
         status, _ = record_status(run.paths.results, identity)
         if identity in first_of:

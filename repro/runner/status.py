@@ -96,7 +96,7 @@ def _rows_from_job_dirs(sweep_dir: Path) -> list[dict]:
     from omegaconf import OmegaConf
 
     from repro.config import load_run_config
-    from repro.run import run_identity
+    from repro.stages import run_identity
 
     rows = []
     configs = sorted(sweep_dir.glob("*/.hydra/config.yaml"), key=lambda p: _natural(p.parent.parent.name))

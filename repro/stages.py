@@ -1,0 +1,95 @@
+"""A run resolved once: its config, its method classes, what it needs, and its stage identities.
+
+    run = resolve(cfg)            # run.cfg, run.prunes, run.needs_calibration, run.prune_id, run.identity ...
+
+Stages and their identities (each a SHA-256 prefix of canonical JSON, repro/record.py):
+- **prune**   `prune_id`: model (its config and the content fingerprint of local weights), calibration (config and
+  local-file fingerprint, only when the method calibrates), score, allocation, pattern, engine, sparsity, seed.
+  The pruned model is stored under `results/pruned/<prune_id>/` (repro/store.py) and reused by every run of it.
+- **recover** `recover_id`: the prune id + the recovery config (its work folder: `results/recovered/<recover_id>/`).
+- **evaluate** `identity`: everything above + the evaluation config and the evaluation data fingerprints; it names
+  the record, `results/runs/<identity>/result.json`.
+A dense run has no prune stage; a run without recovery (`recovery=none`) has no recover stage; a recovery class
+that declares `prunes_itself = True` (it prunes during its own rounds) gets the dense model and no prune stage.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from repro import record as rec
+from repro.config import RunConfig, load_run_config, to_plain
+
+PRUNE_KEYS = ("model", "calib", "score", "allocation", "pattern", "engine", "sparsity", "seed")
+
+
+@dataclass(frozen=True)
+class Run:
+    cfg: RunConfig
+    scorer: type
+    allocator: type
+    recovery: type
+    prunes: bool                   # the scorer removes weights (False for the dense reference)
+    prunes_itself: bool            # the recovery prunes during its own rounds: no separate prune stage
+    needs_calibration: bool
+    fields: dict                   # identity fields: config + input fingerprints
+    prune_id: Optional[str]
+    recover_id: Optional[str]
+    identity: str
+
+    @property
+    def prune_stage(self) -> bool:
+        return self.prunes and not self.prunes_itself
+
+    @property
+    def recovers(self) -> bool:
+        return self.cfg.recovery.name != "none"
+
+    def pruned_dir(self) -> Path:
+        from repro.store import stored_dir
+
+        return stored_dir(self.cfg.paths.results, self.prune_id)
+
+    def recovered_dir(self) -> Path:
+        return Path(self.cfg.paths.results) / "recovered" / self.recover_id
+
+    def run_dir(self) -> Path:
+        return rec.run_dir(self.cfg.paths.results, self.identity)
+
+
+def identity_fields(cfg: RunConfig, needs_calib: bool, prunes: bool) -> dict:
+    from repro.fingerprint import input_fingerprints
+
+    plain = to_plain(cfg)
+    return rec.identity_fields(plain, dense=not prunes, needs_calib=needs_calib, inputs=input_fingerprints(plain))
+
+
+def prune_fields(fields: dict) -> dict:
+    inputs = {k: v for k, v in fields.get("inputs", {}).items() if k.split(".")[0] in ("model", "calib")}
+    out = {k: fields[k] for k in PRUNE_KEYS if k in fields}
+    return {**out, "inputs": inputs} if inputs else out
+
+
+def resolve(cfg) -> Run:
+    """Validate (if needed) and resolve a config into its `Run`; pure (reads only input fingerprints)."""
+    from repro.prune.pipeline import needs_calibration
+    from repro.registry import method_class
+
+    cfg = cfg if isinstance(cfg, RunConfig) else load_run_config(cfg)
+    scorer = method_class("score", cfg.score.name)
+    recovery = method_class("recovery", cfg.recovery.name)
+    needs_calib = needs_calibration(cfg)
+    fields = identity_fields(cfg, needs_calib, scorer.prunes)
+    prune_id = rec.identity_of_fields(prune_fields(fields)) if scorer.prunes else None
+    recover_id = (rec.identity_of_fields({"prune_id": prune_id, "recovery": fields.get("recovery")})
+                  if cfg.recovery.name != "none" else None)
+    return Run(cfg=cfg, scorer=scorer, allocator=method_class("allocation", cfg.allocation.name),
+               recovery=recovery, prunes=scorer.prunes, prunes_itself=bool(getattr(recovery, "prunes_itself", False)),
+               needs_calibration=needs_calib, fields=fields, prune_id=prune_id, recover_id=recover_id,
+               identity=rec.identity_of_fields(fields))
+
+
+def run_identity(cfg) -> str:
+    """The identity of a run (its record folder name under results/runs)."""
+    return resolve(cfg).identity
