@@ -270,6 +270,11 @@ def _structured_merge(schema_cls, node, where: str):
         parent_name, parent_cls = _parent_schema(schema_cls, key)
         valid = ", ".join(f.name for f in dataclasses.fields(parent_cls))
         value = ConfigError.UNKNOWN_KEY if isinstance(e, ConfigKeyError) else getattr(e, "value", None)
+        field_type = {f.name: f.type for f in dataclasses.fields(parent_cls)}.get(key.split(".")[-1])
+        if not isinstance(e, ConfigKeyError) and field_type in ("float", "int", "bool", "str", float, int, bool, str):
+            raise ConfigError(f"{where}.{key}" if where else key, value,     # a known field, a wrong type: one line
+                              {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a string"}[
+                                  getattr(field_type, "__name__", field_type)]) from None
         raise ConfigError(f"{where}.{key}" if where else key, value,
                           f"a valid field of `{parent_name or where or 'run'}` ({valid}) with the right type",
                           f"OmegaConf said: {str(e).splitlines()[0]}") from None

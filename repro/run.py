@@ -212,9 +212,38 @@ def main_entry(cfg: DictConfig) -> None:
     print(summary_line(record, dense), flush=True)
 
 
+OPTIONAL_GROUPS = ("experiment", "env", "logger")     # `optional` in conf/config.yaml: Hydra ignores a typo there
+
+
+def check_optional_groups(argv) -> None:
+    """A choice of an optional config group must exist (Hydra would silently run without it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 — Hydra itself reports malformed overrides
+        return
+    for o in overrides:
+        group = o.key_or_group.lstrip("+~")
+        if group not in OPTIONAL_GROUPS or o.is_delete():
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        root = Path(CONF_DIR) / group
+        for v in values:
+            if v not in ("null", "None") and not (root / f"{v}.yaml").is_file():
+                valid = sorted(str(p.relative_to(root))[:-5] for p in root.rglob("*.yaml"))
+                raise ConfigError(group, v, "one of " + ", ".join(valid))
+
+
 def hydra_main() -> None:
     import hydra
 
+    try:
+        check_optional_groups(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(main_entry)()
 
 

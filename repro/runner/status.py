@@ -137,8 +137,14 @@ def status_main(argv) -> None:
         raise SystemExit(0 if argv else 2)
     as_json = "--json" in argv
     target = [a for a in argv if a != "--json"]
-    if len(target) == 1 and Path(target[0]).is_dir():
-        rows = rows_from_sweep_dir(Path(target[0]))
-    else:
-        rows = _rows_from_overrides(target)
+    try:
+        if len(target) == 1 and "=" not in target[0]:
+            if not Path(target[0]).is_dir():
+                raise SystemExit(f"repro status: {target[0]}: no such sweep directory (give a sweep folder, "
+                                 "e.g. results/.hydra/multirun/<date>, or Hydra overrides)")
+            rows = rows_from_sweep_dir(Path(target[0]))
+        else:
+            rows = _rows_from_overrides(target)
+    except OSError as e:              # unreadable folder, read-only or full temporary disk: one line
+        raise SystemExit(f"repro status: {e.strerror or e}: {e.filename or ''}".rstrip(": ")) from None
     print(json.dumps(rows, indent=2) if as_json else render_table(rows))

@@ -1,0 +1,42 @@
+"""Config and input errors a user can act on: one line, the user's own names, before any model loads."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro.config import ConfigError
+from repro.run import check_optional_groups
+from tests.conftest import compose_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("override,valid", [("env=offlin", "offline"), ("experiment=neuronal/pp", "neuronal/ppl"),
+                                            ("logger=wandbb", "wandb"), ("env=offline,ofline", "offline")])
+def test_a_typo_in_an_optional_group_names_the_choices(override, valid):
+    with pytest.raises(ConfigError, match=valid):
+        check_optional_groups([override])
+    check_optional_groups(["env=offline", "experiment=neuronal/ppl", "logger=null", "model=whatever"])
+
+
+def test_the_cli_exits_2_on_an_optional_group_typo():
+    done = subprocess.run([sys.executable, "-m", "repro.cli", "run", "env=offlin", "model=tiny-llama"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "`env` = 'offlin'" in done.stderr and "offline" in done.stderr
+
+
+def test_a_wrong_type_is_one_short_line():
+    with pytest.raises(ConfigError) as e:
+        compose_run("sparsity=abc")
+    assert str(e.value).splitlines() == ["Invalid configuration: `sparsity` = 'abc'. Expected a number."]
+
+
+def test_status_of_a_missing_folder_is_one_line(tmp_path):
+    from repro.runner.status import status_main
+
+    with pytest.raises(SystemExit) as e:
+        status_main([str(tmp_path / "nope")])
+    assert "no such sweep directory" in str(e.value) and "\n" not in str(e.value)
