@@ -57,8 +57,25 @@ def _preload_heavy_modules() -> None:
 _preload_heavy_modules()
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this job when the launcher dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)     # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:           # the launcher died before prctl took effect
+        os._exit(1)
+
+
 def run_child(payload: bytes, job_log: str, result_path: str, env: dict, threads: int | None, overrides) -> None:
     os.setpgrp()
+    _die_with_parent()
     fd = os.open(job_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
