@@ -166,7 +166,9 @@ def summary_line(record: dict, dense: dict | None = None) -> str:
     cfg = record["config"]
     ppl = record.get("metrics", {}).get("ppl", {})
     parts = [f"{cfg['model']['name']} {cfg['score']['name']}"]
-    if cfg["score"]["name"] != "dense":
+    from repro.registry import method_class
+
+    if method_class("score", cfg["score"]["name"]).prunes:
         parts.append(f"{cfg['allocation']['name']} {cfg['sparsity']:.0%} {cfg['pattern']['name']}")
     for ds, v in ppl.items():
         s = f"{ds} ppl {v:.3f}"

@@ -57,7 +57,7 @@ class GpuPoolLauncher(Launcher):
 
         from repro.runner.plan import log_plan_summary, plan_jobs, plan_table, write_manifest
         from repro.runner.pool import PoolRunner, PoolSettings
-        from repro.runner.returns import assemble_returns, completed_return, count_failed
+        from repro.runner.returns import assemble_returns, completed_return, count_failed, final_summary
 
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         settings = PoolSettings.from_params(self.params)          # bad settings fail before any job starts
@@ -85,4 +85,5 @@ class GpuPoolLauncher(Launcher):
         if failed:
             log.error("%d of %d jobs failed (records and logs are listed by `repro status %s`)",
                       failed, len(jobs), sweep_dir)
+        (log.error if count_failed(returns) else log.info)("%s", final_summary(jobs, returns, sweep_dir))
         return returns

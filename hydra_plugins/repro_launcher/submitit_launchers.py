@@ -107,7 +107,7 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
         from hydra.core.singleton import Singleton
 
         from repro.runner.plan import importable, log_plan_summary, plan_jobs, plan_table, write_manifest
-        from repro.runner.returns import assemble_returns, completed_return, count_failed
+        from repro.runner.returns import assemble_returns, completed_return, count_failed, final_summary
 
         assert self.config is not None and self.hydra_context is not None
         self.task_function = importable(self.task_function)   # shipped by reference, not by value
@@ -135,6 +135,7 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
         returns = assemble_returns(jobs, ran)
         if count_failed(returns):
             log.error("%d of %d jobs failed (`repro status %s`)", count_failed(returns), len(jobs), sweep_dir)
+        (log.error if count_failed(returns) else log.info)("%s", final_summary(jobs, returns, sweep_dir))
         return returns
 
     def _collect(self, submitted, progress: bool) -> dict:

@@ -45,3 +45,12 @@ def assemble_returns(jobs, ran: dict) -> list:
 
 def count_failed(returns) -> int:
     return sum(r.status == JobStatus.FAILED for r in returns)
+
+
+def final_summary(jobs, returns, sweep_dir) -> str:
+    """The line every launcher ends with: ran / skipped / failed, and the failed jobs' run folders."""
+    failed = [j for j, r in zip(jobs, returns) if r.status == JobStatus.FAILED]
+    ran = sum(j.action == "run" for j in jobs) - sum(j.action == "run" for j in failed)
+    skipped = sum(j.action in ("skip", "duplicate") for j in jobs)
+    line = f"sweep {sweep_dir}: {ran} ran, {skipped} skipped, {len(failed)} failed"
+    return line + "".join(f"\n  failed #{j.num}: {j.run_dir}" for j in failed)
