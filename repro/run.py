@@ -36,8 +36,11 @@ def preflight(run) -> None:
     from repro.data.perplexity import check_source
     from repro.models.loading import check_model_source
 
+    from repro.input_checks import check_text_file
+
     r = run if isinstance(run, Run) else resolve(run)
     cfg = r.cfg
+    seqlen = cfg.model.seqlen or _known_context(cfg.model)
     check_model_source(cfg.model)
     if r.needs_calibration:
         if cfg.calib.name == "none":
@@ -45,12 +48,14 @@ def preflight(run) -> None:
                               f"score={cfg.score.name} allocation={cfg.allocation.name} needs calibration data.")
         check_calibration(cfg.calib)
         _check_calibration_context(cfg)
+        check_text_file("calib.local_path", cfg.calib.local_path, (cfg.calib.seqlen or seqlen or 0) + 1)
     for method in (r.scorer, r.allocator, r.recovery):     # each method's own rules (e.g. SparseGPT's blocksize)
         check = getattr(method, "check", None)
         if check is not None:
             check(cfg)
     for name in cfg.eval.ppl.datasets:
         check_source(name, getattr(cfg.data, name))
+        check_text_file(f"data.{name}.local_path", getattr(cfg.data, name).local_path, seqlen)
     if cfg.eval.zeroshot:
         from repro.eval.zeroshot import check_zeroshot
         check_zeroshot(cfg.eval.zeroshot)

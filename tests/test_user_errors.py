@@ -40,3 +40,22 @@ def test_status_of_a_missing_folder_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         status_main([str(tmp_path / "nope")])
     assert "no such sweep directory" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content,name,says", [
+    (b"", "empty.txt", "a non-empty file"), (b"ten bytes.", "short.txt", "cannot make 51[23] tokens"),
+    (b"abc\0def" * 200, "binary.txt", "NUL bytes"), (b"not json\n", "rows.jsonl", "one JSON object per line"),
+    (b"\xff\xfe" * 400, "latin.txt", "not valid UTF-8"), (b"text " * 400, "data.csv", "a data file")])
+def test_bad_data_files_fail_before_the_model_loads_with_the_users_name(tmp_path, monkeypatch, content, name, says):
+    import repro.models.loading as loading
+    from repro.run import preflight
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=says) as e:
+        preflight(compose_run("model=tiny-llama", "env=offline", f"data.wikitext2.local_path={bad}"))
+    assert e.value.field_name == "data.wikitext2.local_path"
+    with pytest.raises(ConfigError, match=says) as e:
+        preflight(compose_run("model=tiny-llama", "env=offline", "score=wanda", f"calib.local_path={bad}"))
+    assert e.value.field_name == "calib.local_path"
