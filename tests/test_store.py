@@ -66,3 +66,39 @@ def test_dense_runs_have_no_prune_stage(tmp_path, prune_calls):
     rec = execute(compose_cfg("model=tiny-llama", "env=offline", "score=dense", "eval.ppl.max_windows=1",
                               f"paths.results={tmp_path}"))
     assert rec["prune_id"] is None and rec["pruned_model"] is None and not (tmp_path / "pruned").exists()
+
+
+def test_a_recovery_that_prunes_itself_gets_the_dense_model_and_its_work_folder(tmp_path, prune_calls, monkeypatch):
+    from dataclasses import dataclass
+
+    from repro import registry
+    from repro.methods.base import MethodConfig
+
+    @dataclass
+    class SelfPruningConfig(MethodConfig):
+        name: str = "self_pruning_test"
+
+    seen = {}
+
+    class SelfPruning:
+        prunes_itself = True
+        needs_calibration = True
+
+        def __init__(self, cfg):
+            self.cfg = cfg
+
+        def recover(self, model, tokenizer, run, calib, workdir):
+            seen["zeros"] = sum(int((p == 0).sum()) for p in model.parameters())
+            seen["workdir"], seen["calib"] = workdir, calib
+            return {"rounds": 1}
+
+    registry.method_class("recovery", "none")         # load the registry before adding to it
+    monkeypatch.setitem(registry._REGISTRY["recovery"], "self_pruning_test", (SelfPruning, SelfPruningConfig))
+    rec = execute(compose_cfg(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
+                              "recovery.name=self_pruning_test"))
+    run = resolve(compose_run(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
+                              "recovery.name=self_pruning_test"))
+    assert prune_calls == [] and seen["zeros"] == 0 and seen["calib"] is not None
+    assert seen["workdir"] == tmp_path / "recovered" / run.recover_id and seen["workdir"].is_dir()
+    assert rec["prune"]["pruned_by"] == "recovery" and rec["recovery"] == {"rounds": 1}
+    assert rec["recover_id"] == run.recover_id and rec["pruned_model"] is None
