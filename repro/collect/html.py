@@ -55,7 +55,7 @@ def _summary_html(result: PaperResult) -> str:
     for name, t in result.tables.items():
         s = table_summary(t)
         vals = (s["cells"], s["reported"], s["run"], s["reproduced"], s["close"], s["off"], s["other_models"])
-        out.append(f"<tr><td class='row'><a href='#{_e(name)}'>{_e(name)}</a>: {_e(t.table.title)}</td>"
+        out.append(f"<tr><td class='row wrap'><a href='#{_e(name)}'>{_e(name)}</a>: {_e(t.table.title)}</td>"
                    + "".join(f"<td class='num'>{v}</td>" for v in vals) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
