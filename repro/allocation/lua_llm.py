@@ -22,8 +22,10 @@ Pipeline (one `allocate` call; then the pipeline prunes with `score=wanda` at th
    `batch_size` windows; bf16 autocast on CUDA; activation checkpointing per block.
 4. Hardening (Eqn 6): row r drops floor(C·t_r) weights; a global shift of all thresholds (bisected; ties broken in
    layer, then row order) makes the total number of zeros exactly the budget (`budget=uniform_rows`:
-   Σ rows·floor(s·C), what uniform row-wise Wanda removes; `budget=global`: floor(s·N)). Returned as per-row
-   sparsities that the shared builder `keep_highest_per_row` turns into exactly those keep counts.
+   Σ rows·floor(s·C), what uniform row-wise Wanda removes; `budget=global`: floor(s·N)). Returned as the learned
+   hard masks themselves (a fixed-mask target, repro/prune/masks.py), so the pipeline applies exactly the masks
+   that were learned on the dense Wanda ranks, whatever `engine.propagate` is (as the reference, which multiplies
+   the dense weights by its learned masks); with `score=sparsegpt` the OBS update then runs around those masks.
 5. Artefacts in the run directory (`<paths.results>/runs/<identity>/lua_llm/`): `thresholds.pt` (learned and
    final thresholds, zeros per row), `masks.pt` (bit-packed keep masks, `save_masks`), `layer_sparsity.png`
    (per-block sparsity of each projection), `history.json` (loss, kept ratio, seconds per iteration).
@@ -45,10 +47,6 @@ CPU single-process path runs in tests.
 Deviations (deliberate):
 - Ranks come from a stable descending sort; the reference's O(C²) ECDF gives tied weights the same s. Scores are
   exact (fp32 metric, integer ranks) where the reference rounds s to fp16/bf16 (many ties near 1).
-- The final mask is applied by the pipeline's Wanda pass with the returned per-row counts: it equals the learned
-  hard mask exactly when that pass sees the same statistics, i.e. with `engine.propagate=dense`; with the default
-  `pruned` propagation the counts are exact but blocks > 0 choose weights on pruned-model statistics. The report
-  says which (`applied_masks_equal_learned`); `masks.pt` holds the learned masks.
 - The exact-budget shift (step 4) is an addition (the reference hardens with round(σ) and no budget repair).
 - The STE count's backward is summed over ±48 ranks around C·t (exact up to e^-40), not over the full mask.
 - CE over the window's own next tokens (T − 1 predictions per T-token window); the reference packs T + 1 tokens and
@@ -211,13 +209,7 @@ class LuaLLM(Allocator):
         report.update(iterations_done=result.iterations_done, stopped=result.stopped,
                       seconds_per_iteration=result.seconds_per_iteration,
                       final_kept_ratio_trained=result.history[-1]["kept_ratio"] if result.history else None,
-                      applied_masks_equal_learned=(run.engine.propagate == "dense" and run.score.name == "wanda"
-                                                   and n_score == ctx.calib_ids.shape[0]))
-        if not report["applied_masks_equal_learned"]:
-            log.warning("Lua-LLM: score=%s, engine.propagate=%s, %d/%d score windows: the pipeline applies the "
-                        "learned per-row counts, not the learned masks themselves (score=wanda engine.propagate="
-                        "dense allocation.score_nsamples=null applies those exactly)", run.score.name,
-                        run.engine.propagate, n_score, ctx.calib_ids.shape[0])
+                      applied_masks_equal_learned=True)       # the targets are the learned masks (step 4)
         if _world()[0] == 0:
             report["artefacts"] = self._save(run, layers, report, result)
         ctx.report.update(report)
@@ -317,8 +309,8 @@ class LuaLLM(Allocator):
         zeros = T.exact_budget_zero_counts([l.thresholds for l in layers], [l.cols for l in layers], target)
         targets, per_layer = {}, {}
         for l, z in zip(layers, zeros):
-            targets[l.name] = T.row_sparsity_for_keep_builder(z, l.cols)
             l.final_zeros = z
+            targets[l.name] = ~final_keep_mask(l)
             per_layer[l.name] = float(z.sum()) / l.rank.numel()
         report = {"budget": self.cfg.budget, "target_zeros": target, "learned_zeros": learned_zeros,
                   "sparsity_learned": learned_zeros / total, "sparsity_final": target / total,
@@ -341,7 +333,7 @@ class LuaLLM(Allocator):
 
             masks = {}
             for l in layers:
-                keep = l.rank.to(torch.long) < (l.cols - l.final_zeros.to(l.rank.device)).view(-1, 1)
+                keep = final_keep_mask(l)
                 masks[l.name] = {"shape": tuple(keep.shape),
                                  "keep_packed": torch.from_numpy(np.packbits(keep.cpu().numpy(), axis=1))}
             torch.save(masks, out / "masks.pt")
@@ -351,6 +343,11 @@ class LuaLLM(Allocator):
         if self.cfg.plot:
             paths["plot"] = plot_layer_sparsity(report["layer_sparsity"], run.sparsity, out / "layer_sparsity.png")
         return paths
+
+
+def final_keep_mask(layer: "T.MaskedLayer") -> torch.Tensor:
+    """The hardened keep mask of one layer: row r keeps its `cols - zeros_r` highest-ranked weights."""
+    return layer.rank.to(torch.long) < (layer.cols - layer.final_zeros.to(layer.rank.device)).view(-1, 1)
 
 
 def unpack_mask(entry: dict) -> torch.Tensor:
