@@ -72,6 +72,7 @@ import torch.nn as nn
 from repro.allocation import lua_llm_train as T
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
+from repro.methods.wanda import wanda_score
 from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
 from repro.registry import register
 
@@ -154,7 +155,7 @@ class _DenseWandaRanks(BlockCallback):
 
     def on_group(self, ctx: BlockContext) -> None:
         for rel, lin in ctx.linears.items():
-            metric = lin.weight.detach().abs().float() * torch.sqrt(ctx.stats[rel]["sq_norm"].float()).view(1, -1)
+            metric = wanda_score(lin.weight.detach(), ctx.stats[rel]["sq_norm"])
             self.ranks[ctx.full_name(rel)] = T.descending_ranks(metric)
 
 
