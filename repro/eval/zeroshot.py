@@ -69,8 +69,16 @@ def _lm_eval_tasks_dir() -> Path:
 
 
 def _load_task_yaml(path: Path, resolve_functions: bool) -> dict:
-    """lm-eval's own YAML loader (includes merged, `!function` resolved or kept as strings)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    """lm-eval's own YAML loader (includes merged, `!function` resolved or kept as strings). lm-eval has no public
+    reader of a task file (TaskManager only builds tasks); `_yaml_loader` exists from 0.4.12, the lower bound in
+    pyproject.toml — the import error below says so instead of a bare ModuleNotFoundError."""
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml
+    except ImportError as e:  # pragma: no cover — only with lm-eval < 0.4.12
+        import lm_eval
+
+        raise ImportError(f"repro needs lm-eval >= 0.4.12 (found {getattr(lm_eval, '__version__', '?')}): "
+                          "pip install 'lm_eval[hf]>=0.4.12,<0.5'") from e
 
     return load_yaml(path, resolve_func=resolve_functions)
 
