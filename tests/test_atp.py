@@ -75,3 +75,16 @@ def test_search_picks_lowest_ppl_and_restores_weights(tiny_llama):
     assert report["beta"] == search["betas"][search["ppl"].index(min(search["ppl"]))]
     assert all(torch.equal(before[n], l.weight) for n, l in adapter_for(m).all_linears(m).items())
     assert sorted(set(targets.values())) == pytest.approx(sorted(atp_sparsities(L, 0.7, report["beta"])))
+
+
+@pytest.mark.parametrize("score,extra", [("magnitude", ()), ("sparsegpt", ())])
+def test_composes_with_other_scores(tiny_llama, score, extra):
+    from repro.prune.pipeline import measure_sparsity, prune_model
+
+    model, _ = tiny_llama
+    run = compose_run(*FAST, "allocation=atp", f"score={score}", *extra, "sparsity=0.7", "allocation.beta=0.2")
+    m = copy.deepcopy(model)
+    ids = torch.randint(3, 259, (4, 32), generator=torch.Generator().manual_seed(0))
+    report = prune_model(m, adapter_for(m), run, ids)
+    assert report["allocation_report"]["block_sparsity"] == pytest.approx([0.6, 0.8])
+    assert measure_sparsity(m, adapter_for(m))["overall"] == pytest.approx(0.7, abs=0.03)

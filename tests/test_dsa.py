@@ -81,3 +81,17 @@ def test_range_leaving_0_1_raises(tiny_llama):
     with pytest.raises(ConfigError, match=r"allocation.lam.*outside \[0, 1\)"):
         build("allocation", run.allocation).allocate(
             AllocationContext(m, adapter_for(m), run, build("score", run.score), ids, {}))
+
+
+@pytest.mark.parametrize("score,extra", [("magnitude", ("score.granularity=row",)), ("sparsegpt", ()), ("dsnot", ())])
+def test_composes_with_other_scores(tiny_llama, score, extra):
+    from repro.prune.pipeline import measure_sparsity, prune_model
+
+    model, _ = tiny_llama
+    run = compose_run(*FAST, "allocation=dsa", f"score={score}", *extra, "sparsity=0.7",
+                      "allocation.graph='W:(ABS)-(STD)-(NO_OP)'")
+    m = copy.deepcopy(model)
+    ids = torch.randint(3, 259, (4, 32), generator=torch.Generator().manual_seed(0))
+    report = prune_model(m, adapter_for(m), run, ids)
+    assert report["allocation"] == "dsa"
+    assert measure_sparsity(m, adapter_for(m))["overall"] == pytest.approx(0.7, abs=0.03)
