@@ -2,9 +2,10 @@
 
 DSA searches (evolution) for an *allocation function*: a chain of operations that reduces a block's element-wise
 Wanda metric to one importance number, then maps the importances of all blocks to block sparsities. What the
-pruning runs use is the discovered function, given as a graph string; this module evaluates such a string (the
-search itself is not reimplemented: the released code ships the discovered function, not a search driver that
-runs end to end).
+pruning runs use is the discovered function, given as a graph string; this module evaluates such a string. The
+evolutionary search itself (`--prune_method wanda_owl_evo`, population 100, 2000 iterations, one prune and
+evaluation per candidate) is not reimplemented: the README runs the discovered function (`wanda_owl_search
+--graph_string ...`), and so do we.
 Reference (read, not copied): lliai/DSA @ a5ebe65 — lib/autolayer.py (`LayerEngine`: op tables, graph-string
 parser, `compute_importance`), lib/prune_all.py:1947-2090 (`test_prune_wanda_outlier_use_var`: dense Wanda metric
 per block, importance, the λ map, clamp), main.py (`--prune_method wanda_owl_search --graph_string ...`,
