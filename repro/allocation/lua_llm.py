@@ -36,6 +36,10 @@ statistics. Training windows: with `train_windows=N` (the experiment files: 1000
 calibration windows (our `load_calibration` sampler, C4 by default), so baselines keep their 128 windows; with
 `train_windows=null` training cycles over the calibration windows, starting after the score windows. Step i of
 rank r reads windows (i·world + r)·batch_size + b (mod the set).
+Training text (`train_data`): `calib` (default) = the calibration source — C4 in every experiment file, as the
+paper states; `wikitext103` = WikiText-103 train as the released code streams it (data/data_utils.py:
+`wikitext-103-raw-v1`, unshuffled, rows tokenised and grouped 50 at a time; `stream_windows`), the first
+`train_windows` windows (null: iterations x batch_size); `train_data_path` for a local copy.
 
 Scale: a 7B model on one 80 GB GPU — bf16 weights (13.5 GB) + int16 ranks (13 GB) + per-block masks recomputed
 under checkpointing; the plan is checked before training (`memory_plan`). Multi-GPU data parallel: launch the same
@@ -79,6 +83,7 @@ from repro.registry import register
 log = logging.getLogger(__name__)
 
 INITS = ("target", "code")
+TRAIN_DATA = ("calib", "wikitext103")
 BUDGETS = ("uniform_rows", "global")
 PRECISIONS = ("bf16", "fp32")
 
@@ -97,6 +102,9 @@ class LuaLLMConfig(MethodConfig):
                                          # pipeline's Wanda pass: only then is the applied mask the learned one)
     train_windows: Optional[int] = 1000  # None: train on the calibration windows (cycled); N: draw N more windows
                                          # from the calibration source after the calib.nsamples ones
+    train_data: str = "calib"            # calib: the calibration source (C4 in the experiments: the paper) |
+                                         # wikitext103: WikiText-103 train, consecutive windows (released code)
+    train_data_path: Optional[str] = None  # local WikiText-103 train file (.txt / .jsonl / .parquet) for wikitext103
     forward_mask: str = "soft"           # soft: σ(C(s−t)) (paper Eqn 7) | ste: round(σ) with STE (released code)
     gqa_weighting: bool = True           # count GQA k/v as heads/kv_heads times larger in R (MaskedLinearGQA)
     budget: str = "uniform_rows"         # uniform_rows: Σ rows·floor(s·C) zeros | global: floor(s·N) zeros
@@ -121,6 +129,10 @@ class LuaLLMConfig(MethodConfig):
         if self.train_windows is not None:
             check_range("allocation.train_windows", self.train_windows, lo=1)
         check_choice("allocation.forward_mask", self.forward_mask, ("soft", "ste"))
+        check_choice("allocation.train_data", self.train_data, TRAIN_DATA)
+        if self.train_data == "wikitext103":
+            from repro.data.sources import check_local
+            check_local("allocation.train_data_path", self.train_data_path)
         check_choice("allocation.budget", self.budget, BUDGETS)
         check_choice("allocation.precision", self.precision, PRECISIONS)
         if self.memory_budget_gb is not None:
@@ -168,6 +180,22 @@ def dense_wanda_ranks(ctx: AllocationContext, nsamples: int) -> Dict[str, torch.
 
 
 # ---------------------------------------------------------------------------------------------- allocator
+def stream_windows(rows: List[str], tokenizer, seqlen: int, n: int, group: int = 50) -> torch.Tensor:
+    """The released code's training stream (data/data_utils.py `dataloader_creator`, unshuffled): rows tokenised
+    one by one (`tokenizer.encode`, special tokens as the tokenizer adds them), concatenated in groups of `group`
+    rows, each group cut into whole windows (its tail dropped); the first `n` windows. Deviation: a group shorter
+    than one window is skipped (the reference pads it with the ignored BOS id)."""
+    out: List[List[int]] = []
+    for start in range(0, len(rows), group):
+        toks = [t for row in rows[start:start + group] for t in tokenizer.encode(row)]
+        out += [toks[i:i + seqlen] for i in range(0, len(toks) - seqlen + 1, seqlen)]
+        if len(out) >= n:
+            return torch.tensor(out[:n], dtype=torch.long)
+    if not out:
+        raise RuntimeError(f"Lua-LLM: the WikiText-103 stream has no window of {seqlen} tokens")
+    return torch.tensor(out, dtype=torch.long)
+
+
 def _world():
     import torch.distributed as dist
 
@@ -259,7 +287,17 @@ class LuaLLM(Allocator):
         return layers
 
     def _training_windows(self, ctx: AllocationContext):
-        """(windows, first index): extra windows from the calibration source, or the calibration set itself."""
+        """(windows, first index): extra windows from the calibration source, or the calibration set itself, or
+        WikiText-103 train (`train_data=wikitext103`)."""
+        if self.cfg.train_data == "wikitext103":
+            from repro.data.sources import describe_source, load_rows
+
+            n = self.cfg.train_windows or self.cfg.iterations * self.cfg.batch_size
+            rows = load_rows("wikitext103_train", self.cfg.train_data_path)
+            ids = stream_windows(rows, _load_tokenizer(ctx.run.model), ctx.calib_ids.shape[1], n)
+            ctx.report["train_windows_source"] = {"wikitext103_train": describe_source(
+                "wikitext103_train", self.cfg.train_data_path), "windows": int(ids.shape[0])}
+            return ids, 0
         if self.cfg.train_windows is None:
             n = ctx.calib_ids.shape[0]
             return ctx.calib_ids, min(self.cfg.score_nsamples or n, n) % n

@@ -31,6 +31,7 @@ class HubSource:
 HUB = {
     "wikitext2_test": HubSource("wikitext", "wikitext-2-raw-v1", "test", "text"),
     "wikitext2_train": HubSource("wikitext", "wikitext-2-raw-v1", "train", "text"),
+    "wikitext103_train": HubSource("wikitext", "wikitext-103-raw-v1", "train", "text"),   # Lua-LLM's code
     "c4_train": HubSource("allenai/c4", None, "train", "text",
                           {"train": "en/c4-train.00000-of-01024.json.gz"}),
     "c4_validation": HubSource("allenai/c4", None, "validation", "text",
