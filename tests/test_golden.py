@@ -81,14 +81,14 @@ def _tokenizer(spec):
 # --------------------------------------------------------------------------------------------------- the tests
 
 
-def _fixtures():
-    out = []
-    for path in sorted(GOLDEN.glob("*.json")):
-        fx = json.loads(path.read_text())
-        for cid in fx["cases"]:
-            marks = [pytest.mark.slow] if MODELS[fx["model"]].get("truncate") else []
-            out.append(pytest.param(path.stem, cid, marks=marks, id=f"{path.stem}-{cid}"))
-    return out
+def _fixture_names(real: bool):
+    """Fixture files of the tiny random models (real=False) or of the truncated real model (real=True)."""
+    return [p.stem for p in sorted(GOLDEN.glob("*.json")) if bool(MODELS[p.stem].get("truncate")) == real]
+
+
+def _cases(real: bool):
+    return [pytest.param(name, cid, id=f"{name}-{cid}") for name in _fixture_names(real)
+            for cid in json.loads((GOLDEN / f"{name}.json").read_text())["cases"]]
 
 
 _CACHE: dict = {}
@@ -109,8 +109,22 @@ def _dense(name: str):
     return _CACHE[name]
 
 
-@pytest.mark.parametrize("name,cid", _fixtures())
+@pytest.mark.parametrize("name,cid", _cases(real=False))
 def test_engine_matches_reference(name, cid):
+    _check_case(name, cid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _fixture_names(real=True))
+def test_smollm2_block_matches_reference(name):
+    """The first block of SmolLM2 (real weights and text): every golden case, and the dense perplexity, in one
+    test (one model load)."""
+    _check_dense(name)
+    for cid in json.loads((GOLDEN / f"{name}.json").read_text())["cases"]:
+        _check_case(name, cid)
+
+
+def _check_case(name: str, cid: str) -> None:
     from repro.eval.perplexity import perplexity
     from repro.models.adapter import adapter_for
     from repro.prune.pipeline import prune_model
@@ -150,16 +164,29 @@ def test_engine_matches_reference(name, cid):
         np.testing.assert_allclose(report["allocation_report"]["outlier_ratios"], case["outlier_ratios"],
                                    rtol=0, atol=1e-6)
 
+    alloc = report["allocation_report"]
+    if "layer_sparsity" in case:      # AlphaPruning (per linear), NeuronAL (per block, listed per linear)
+        ours_layers = alloc.get("sparsity") or {
+            k: alloc["block_sparsity"][int(k.split(".")[-3])] for k in case["layer_sparsity"]}
+        np.testing.assert_allclose([ours_layers[k] for k in case["layer_sparsity"]],
+                                   list(case["layer_sparsity"].values()), rtol=0, atol=1e-6)
+    if "lambda_block" in case:        # NeuronAL: the chosen λ and the objective of every candidate
+        assert alloc["lambda_block"] == case["lambda_block"]
+        np.testing.assert_allclose(list(alloc["block_objectives"].values()), case["block_objectives"], rtol=1e-3)
+
     seqlen = evals.shape[1]
     ppl, _ = perplexity(model, evals.reshape(1, -1), seqlen)
     assert ppl == pytest.approx(case["ppl"], rel=5e-3), f"ppl {ppl} vs reference {case['ppl']}"
 
 
-@pytest.mark.parametrize("name", [pytest.param(p.stem, marks=[pytest.mark.slow] if MODELS[p.stem].get("truncate") else [])
-                                  for p in sorted(GOLDEN.glob("*.json"))])
+@pytest.mark.parametrize("name", _fixture_names(real=False))
 def test_dense_perplexity_matches_reference(name):
     """Same weights, same tokens: the dense model agrees with the reference environment's (transformers pinned
     there) — catches config drift between transformers versions (e.g. RoPE base) before any pruning comparison."""
+    _check_dense(name)
+
+
+def _check_dense(name: str) -> None:
     from repro.eval.perplexity import perplexity
 
     fx, dense_state, model, arrays = _dense(name)

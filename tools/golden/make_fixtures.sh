@@ -29,16 +29,17 @@ fi
 'transformers': transformers.__version__, 'numpy': numpy.__version__}))" > "$WORK/ref_versions.json"
 
 mkdir -p "$SRC"
-grep -v '^#' "$ROOT/tools/golden/refs.txt" | while read -r repo commit; do
+grep -v '^#' "$ROOT/tools/golden/refs.txt" | while read -r repo commit paths; do
   [ -z "$repo" ] && continue
   dest="$SRC/${repo/\//+}"
   [ -d "$dest/lib" ] || [ -f "$dest/sparsegpt.py" ] && continue
   mkdir -p "$dest"
+  # shellcheck disable=SC2086  # $paths: optional list of paths to export (NeuroAL: its tree has an LFS-sized file)
   if [ -n "${MIRRORS:-}" ]; then
-    git --git-dir="$MIRRORS/${repo/\//+}/repo" archive "$commit" | tar -x -C "$dest"
+    git --git-dir="$MIRRORS/${repo/\//+}/repo" archive "$commit" $paths | tar -x -C "$dest"
   else
     tmp="$(mktemp -d)"; git clone -q "https://github.com/$repo" "$tmp"
-    git -C "$tmp" archive "$commit" | tar -x -C "$dest"; rm -rf "$tmp"
+    git -C "$tmp" archive "$commit" $paths | tar -x -C "$dest"; rm -rf "$tmp"
   fi
 done
 

@@ -37,7 +37,7 @@ def main(workdir: str, refs_txt: str, versions_json: str, command: str) -> None:
             entry = {k: case[k] for k in ("repo", "fn", "sparsity", "nm", "ours")}
             entry["commit"] = refs[case["repo"]]
             entry.update({k: res[k] for k in ("zeros", "mask_rows", "ppl") if k in res})
-            for k in ("block_sparsity", "outlier_ratios"):
+            for k in ("block_sparsity", "outlier_ratios", "layer_sparsity", "lambda_block", "block_objectives"):
                 if k in res:
                     entry[k] = res[k]
             fx["cases"][case["id"]] = entry

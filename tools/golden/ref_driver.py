@@ -12,7 +12,7 @@ What this thin driver does around the reference code (nothing inside it is edite
   reference's main.py; single device here);
 - CPU shims: `Tensor.cuda()` returns the tensor (magnitude pruning sorts on `.cuda()`), `torch.cuda.synchronize`
   is a no-op (SparseGPT calls it); both are device moves only, no numerics;
-- a stub `datasets` module (the reference imports `load_dataset` at module top; it is never called here);
+- stub `datasets` / `weightwatcher` modules (imported at module top by the references, never called here);
 - evaluates perplexity with the reference's `lib.eval.eval_ppl_wikitext` on the golden evaluation windows;
 - observes (wraps without changing) OWL's `check_outlier_mean` and reads OWL's printed block ratios, printed
   with numpy's round-trip precision, to record the per-block ratios the reference computed.
@@ -41,21 +41,13 @@ MASK_ROWS = 16
 def _shims():
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.cuda.synchronize = lambda *a, **k: None
-    if "datasets" not in sys.modules:
-        try:
-            import datasets  # noqa: F401
-        except ImportError:
-            import importlib.machinery
-            stub = types.ModuleType("datasets")
-            stub.__spec__ = importlib.machinery.ModuleSpec("datasets", None)
-            stub.load_dataset = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("golden driver: no hub data"))
-            sys.modules["datasets"] = stub
+    _stub("datasets", "load_dataset")
 
 
-def _load(model_dir: Path, meta: dict):
+def _load(model_dir: Path, meta: dict, attn: str = "sdpa"):
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32,
-                                                 attn_implementation="sdpa")
+                                                 attn_implementation=attn)
     model.eval()
     if meta.get("rope_theta") and abs(getattr(model.config, "rope_theta", 0) - meta["rope_theta"]) > 1e-6:
         raise SystemExit(f"rope_theta {model.config.rope_theta} != exported {meta['rope_theta']}")
@@ -113,6 +105,112 @@ def _wanda_family(case, is_opt, loader, n, m, d_seen):
             lambda model, ids: _ppl(lib_eval, model, ids, ids.shape[1]))
 
 
+def _stub(name: str, *attrs: str) -> None:
+    """An importable empty module for a package the reference imports at module top but this run never uses."""
+    import importlib.machinery
+    try:
+        __import__(name)
+    except ImportError:
+        stub = types.ModuleType(name)
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        for attr in attrs:
+            setattr(stub, attr, _never_called)
+        sys.modules[name] = stub
+
+
+def _never_called(*a, **k):
+    raise RuntimeError("golden driver: the reference tried to reach the hub")
+
+
+def _dsnot(case, is_opt, loader, n, m):
+    """zyxxmu/DSnoT lib/prune.py `prune_DSnoT` with its main.py defaults."""
+    import importlib
+    if is_opt:
+        raise SystemExit("DSnoT golden cases cover LLaMA only")
+    lib_prune = importlib.import_module("lib.prune")
+    lib_eval = importlib.import_module("lib.eval")
+    lib_prune.get_loaders = lambda *args, **kw: (loader, None)
+    args = SimpleNamespace(nsamples=len(loader), seed=0, sparsity_ratio=case["sparsity"],
+                           initial_method=case.get("initial_method", "wanda"), max_cycle_time=50,
+                           without_DSnoT=False, update_threshold=0.1, pow_of_var_regrowing=1.0,
+                           pow_of_var_pruning=1.0, skip_layer="mlp", skip_sub_layer="no_skip",
+                           without_same_sign=True, get_time_overhead=False, model="golden-llama",
+                           model_type="llama", sparsity_type="unstructured" if not n else f"{n}:{m}")
+    return (lambda model: lib_prune.prune_DSnoT(args, model, None, torch.device("cpu"), prune_n=n, prune_m=m),
+            lambda model, ids: _ppl(lib_eval, model, ids, ids.shape[1]))
+
+
+def _alpha(case, is_opt, loader, n, m, seen):
+    """haiquanlu/AlphaPruning: the alpha_peak metric of lib/esd_utils.py (as its get_esd_metrics computes it,
+    on the loaded model instead of a hub download), cached as the .npy its ww_sparsity reads, then
+    `prune_<method>_ww`. `ww_sparsity` is observed (wrapped, unchanged) to record the per-layer ratios."""
+    import importlib
+    import tempfile
+    _stub("weightwatcher")
+    lib_prune = importlib.import_module("lib.prune")
+    esd = importlib.import_module("lib.esd_utils")
+    lib_eval = importlib.import_module("lib.eval")
+    lib_prune.get_loaders = lambda *args, **kw: (loader, None)
+    cache = tempfile.mkdtemp()
+    args = SimpleNamespace(nsamples=len(loader), seed=0, sparsity_ratio=case["sparsity"], use_variant=False,
+                           epsilon=case["epsilon"], mapping_type="block_wise", ww_metric="alpha_peak",
+                           ww_metric_cache=cache, model="golden-llama", sparsity_type="unstructured")
+    orig = lib_prune.ww_sparsity
+
+    def observed(*a, **k):
+        r = orig(*a, **k)
+        seen.append(list(r))
+        return r
+    lib_prune.ww_sparsity = observed
+
+    def prune(model):
+        blocks = model.model.layers
+        np.save(f"{cache}/alpha_peak.npy", esd.net_esd_estimator(blocks, fix_fingers="xmin_peak")["alpha"])
+        getattr(lib_prune, case["fn"])(args, model, None, torch.device("cpu"))
+    return prune, lambda model, ids: _ppl(lib_eval, model, ids, ids.shape[1])
+
+
+def _neuroal(case, is_opt, loader, n, m, seen):
+    """eliacunegatti/NeuroAL: main.py's flow for `--top_up neuroal --neuroal_step block` (the row step needs the
+    repository's compiled CUDA op ops/mask_gen, which cannot run here): `get_neuroal_sparsity_distribution`
+    (its 8-sample search set = the first 8 calibration windows, as its get_loaders draws them), then
+    `prune_<method>` with that distribution on all windows. The per-λ objectives are observed by wrapping
+    `get_neuroal_block` (unchanged). Eager attention: its Catcher slices the 4-D causal mask (None under SDPA)."""
+    import importlib
+    if is_opt:
+        raise SystemExit("NeuroAL golden cases cover LLaMA only")
+    _stub("weightwatcher")
+    _stub("mask_gen_cuda")          # the CUDA extension behind ops/mask_gen (row step only; never called here)
+    sd = importlib.import_module("sparsity_distribution")
+    lib_prune = importlib.import_module("lib.prune")
+    lib_eval = importlib.import_module("lib.eval")
+    sd.get_loaders = lambda *a, **k: (loader[:k["nsamples"]], None)
+    orig = sd.get_neuroal_block
+
+    def observed(*a, **k):
+        r = orig(*a, **k)
+        seen.append(float(r[0]))
+        return r
+    sd.get_neuroal_block = observed
+    args = SimpleNamespace(seed=0, nsamples=len(loader), sparsity_ratio=case["sparsity"], neuroal_step="block",
+                           prune_method=case["method"], model_type="llama", top_up="neuroal")
+    out = {}
+
+    def prune(model):
+        layers = model.model.layers
+        with torch.no_grad():
+            dist, granularity, lam_block, _ = sd.get_neuroal_sparsity_distribution(args, model, None,
+                                                                                   torch.device("cpu"), layers)
+            args.nsamples = len(loader)          # main.py: args.nsamples = 128 (= the calibration set) again
+            fn = getattr(lib_prune, f"prune_{case['method']}")
+            if case["method"] == "magnitude":
+                fn(args, model, None, torch.device("cpu"), dist=dist, granularity=granularity)
+            else:
+                fn(args, model, None, torch.device("cpu"), loader, dist=dist, granularity=granularity)
+        out.update(dist=dist, lambda_block=lam_block)
+    return prune, (lambda model, ids: _ppl(lib_eval, model, ids, ids.shape[1])), out
+
+
 def _ist_sparsegpt(case, is_opt, loader, n, m):
     """IST-DASLab/sparsegpt opt.py: `opt_sequential` reads the module-global `args` that its __main__ sets."""
     import importlib
@@ -158,12 +256,20 @@ def main() -> None:
     loader = [(calib[i:i + 1].clone(), calib[i:i + 1].clone()) for i in range(calib.shape[0])]
     n, m = case["nm"] or (0, 0)
     d_seen: list = []
+    alpha_seen: list = []
+    neuroal_out: dict = {}
     if case["repo"] == "IST-DASLab/sparsegpt":
         prune, ppl = _ist_sparsegpt(case, is_opt, loader, n, m)
+    elif case["repo"] == "zyxxmu/DSnoT":
+        prune, ppl = _dsnot(case, is_opt, loader, n, m)
+    elif case["repo"] == "eliacunegatti/NeuroAL":
+        prune, ppl, neuroal_out = _neuroal(case, is_opt, loader, n, m, alpha_seen)
+    elif case["repo"] == "haiquanlu/AlphaPruning":
+        prune, ppl = _alpha(case, is_opt, loader, n, m, alpha_seen)
     else:
         prune, ppl = _wanda_family(case, is_opt, loader, n, m, d_seen)
 
-    model = _load(work / "model", meta)
+    model = _load(work / "model", meta, case.get("attn", "sdpa"))
     model.seqlen = seqlen
     model.hf_device_map = {}
     dense_ppl = None if a.time_only else ppl(model, evals)
@@ -193,6 +299,14 @@ def main() -> None:
            "mask_rows": {k: (v.weight.shape[0] if v.weight.numel() <= MASK_ROWS_LIMIT else MASK_ROWS)
                          for k, v in _linears(model).items()},
            "ppl": ppl(model, evals), "dense_ppl": dense_ppl}
+    if neuroal_out:
+        prefix = "model.layers"
+        res["layer_sparsity"] = {f"{prefix}.{k.split('-')[1]}.{k.split('-')[0]}": float(v)
+                                 for k, v in neuroal_out["dist"].items()}
+        res["lambda_block"] = neuroal_out["lambda_block"]
+        res["block_objectives"] = alpha_seen
+    elif alpha_seen:
+        res["layer_sparsity"] = dict(zip(_linears(model), alpha_seen[0]))
     if d_seen:
         res["outlier_ratios"] = d_seen
         dens = _parse_owl_ratios(log)
