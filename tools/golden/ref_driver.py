@@ -13,9 +13,15 @@ What this thin driver does around the reference code (nothing inside it is edite
 - CPU shims: `Tensor.cuda()` returns the tensor (magnitude pruning sorts on `.cuda()`), `torch.cuda.synchronize`
   is a no-op (SparseGPT calls it); both are device moves only, no numerics;
 - stub `datasets` / `weightwatcher` modules (imported at module top by the references, never called here);
-- evaluates perplexity with the reference's `lib.eval.eval_ppl_wikitext` on the golden evaluation windows;
-- observes (wraps without changing) OWL's `check_outlier_mean` and reads OWL's printed block ratios, printed
-  with numpy's round-trip precision, to record the per-block ratios the reference computed.
+- evaluates perplexity with the reference's own loop on the golden evaluation windows (`lib.eval
+  .eval_ppl_wikitext`; IST-DASLab/sparsegpt: its `opt_eval`, whose printed value is read);
+- records the allocations the references compute by observing, never changing, their functions: OWL's
+  `check_outlier_mean` (wrapped) and its printed block ratios (numpy round-trip precision); AlphaPruning's
+  `ww_sparsity` (wrapped); NeuroAL's `get_neuroal_block` objectives (wrapped) and returned distribution;
+- per repository, the call its main.py makes (see `_wanda_family`, `_ist_sparsegpt`, `_dsnot`, `_alpha`,
+  `_neuroal`), with main.py's defaults for every argument it does not vary.
+
+Thin glue, not a copy: no reference function is re-expressed here.
 """
 from __future__ import annotations
 
