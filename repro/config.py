@@ -137,6 +137,7 @@ class ZeroShotConfig:
     include_path: Optional[str] = None   # extra lm-eval task YAML directory (custom tasks)
     revisions: dict = field(default_factory=dict)  # hub dataset revision per task: {boolq: <commit>}
     bootstrap_iters: int = 100000        # lm-eval's default; acc stderr is analytic anyway
+    mmlu_subjects: Optional[list] = None  # task `mmlu`: these subjects only (None = all 57); checked in preflight
 
     def __post_init__(self):
         if not self.tasks:

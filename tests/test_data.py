@@ -112,3 +112,28 @@ def test_local_file_without_the_text_column_is_a_clear_error(tmp_path):
     f.write_text(json.dumps({"text": "wrong column"}) + "\n")
     with pytest.raises(ConfigError, match="sentence"):
         load_ppl_stream("ptb", DataSourceConfig(local_path=str(f)), TOK, seqlen=2)
+
+
+def test_ptb_from_the_hub_reads_its_parquet_conversion_with_datasets_4(monkeypatch):
+    """`ptb_text_only` is a script dataset, which `datasets` >= 4 no longer runs: the hub's parquet conversion is
+    read instead (same rows), and the fingerprint says so. The hub itself is not reachable here: the call is caught."""
+    import datasets
+
+    from repro.data import sources
+
+    calls = []
+
+    def fake_load_dataset(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        return datasets.Dataset.from_dict({"sentence": ["a b", "c"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "__version__", "4.1.0")
+    assert sources.load_rows("ptb_test") == ["a b", "c"]
+    path, _, kwargs = calls[-1]
+    assert path == "parquet" and kwargs["split"] == "test"
+    assert kwargs["data_files"]["test"].startswith("hf://datasets/ptb-text-only/ptb_text_only@refs%2Fconvert%2Fparquet/")
+    assert "parquet conversion" in sources.describe_source("ptb_test", None)["via"]
+    monkeypatch.setattr(datasets, "__version__", "3.6.0")              # script datasets still run there
+    sources.load_rows("ptb_test")
+    assert calls[-1][0] == "ptb_text_only" and calls[-1][1] == ("penn_treebank",)

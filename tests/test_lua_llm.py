@@ -252,3 +252,19 @@ def test_training_windows_continue_the_calibration_sequence(tiny_llama, results_
     calib = load_calibration(run.calib, tokenizer, 32)
     _, report = _prune(model, run, calib.input_ids)
     assert report["allocation_report"]["train_windows_source"] == "local_text windows 4..6"
+
+
+@pytest.mark.parametrize("score", ["wanda", "sparsegpt"])
+def test_learned_masks_are_applied_exactly_with_pruned_propagation(tiny_llama, results_dir, score):
+    """The pipeline applies the learned hard masks themselves (fixed-mask targets), not re-scored per-row counts:
+    with the default `engine.propagate=pruned` blocks > 0 see pruned-model statistics, yet every zero is where
+    Lua-LLM put it (SparseGPT only updates the kept weights around them)."""
+    model, _ = tiny_llama
+    run = compose_run(*FAST, *LUA, f"score={score}", "sparsity=0.6", "engine.propagate=pruned",
+                      "allocation.iterations=3", "allocation.lr=0.05", f"paths.results={results_dir}")
+    pruned, report = _prune(model, run, _calib())
+    rep = report["allocation_report"]
+    assert rep["applied_masks_equal_learned"] is True
+    masks = torch.load(rep["artefacts"]["masks"])
+    for name, lin in adapter_for(pruned).all_linears(pruned).items():
+        assert torch.equal(unpack_mask(masks[name]), lin.weight != 0), name

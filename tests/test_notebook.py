@@ -1,8 +1,6 @@
 """notebooks/analysis.ipynb runs top to bottom (nbclient, a kernel on this interpreter) on synthetic records."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,4 +32,3 @@ def test_analysis_notebook_executes(tmp_path, monkeypatch):
     assert "reproduced" in text                           # the Wanda 50% LLaMA-2-7B cell: 6.50 vs 6.42
     assert any(o.get("data", {}).get("image/png") for c in nb.cells if c.cell_type == "code"
                for o in c.get("outputs", []))
-    assert sys.executable

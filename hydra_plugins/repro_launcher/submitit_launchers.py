@@ -33,6 +33,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf
 
 log = logging.getLogger("repro.runner")
+VANISH_GRACE_S = 10.0                   # a job younger than this is never declared gone from the queue
 EXTRA_KEYS = ("max_gpus_per_node", "check_partition", "dry_run", "progress", "poll_s")
 
 
@@ -145,9 +146,14 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
         bar = tqdm(total=len(pending), desc=f"{self._EXECUTOR} jobs", unit="job", disable=not progress)
         while pending:
             still = []
+            queued = self._queued_job_ids() if any(self._may_vanish(sj, t0) for _, sj, t0 in pending) else None
             for job, sjob, t0 in pending:
                 if sjob.done():
                     ran[job.index] = self._result(job, sjob, t0)
+                    bar.update(1)
+                elif queued is not None and self._may_vanish(sjob, t0) and str(sjob.job_id) not in queued \
+                        and not sjob.paths.result_pickle.exists():
+                    ran[job.index] = self._vanished(job, sjob, t0)
                     bar.update(1)
                 else:
                     still.append((job, sjob, t0))
@@ -156,6 +162,34 @@ class _ReproSubmititMixin(BaseSubmititLauncher):
                 time.sleep(float(self.extras.get("poll_s", 5.0)))
         bar.close()
         return ran
+
+    # submitit learns a final state only from `sacct`: on a cluster without accounting, a job that leaves the queue
+    # without writing its result (scancel, node failure) stays UNKNOWN and `done()` never turns True — the sweep
+    # hung forever (found by tests/test_slurm_real.py). Such a job is recognised by its absence from `squeue`.
+    def _may_vanish(self, sjob, submitted_at: float) -> bool:
+        return (self._EXECUTOR == "slurm" and time.time() - submitted_at > VANISH_GRACE_S
+                and sjob.watcher.get_state(str(sjob.job_id), mode="cache") == "UNKNOWN")
+
+    @staticmethod
+    def _queued_job_ids() -> Optional[set]:
+        """Ids of every job SLURM still holds (array elements one by one), or None if squeue cannot say."""
+        try:
+            out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return set(out.stdout.split()) if out.returncode == 0 else None
+
+    def _vanished(self, job, sjob, submitted_at: float) -> JobReturn:
+        from repro.runner.failures import JobFailed, record_failure
+        from repro.runner.returns import failed_return
+
+        why = "left the SLURM queue without a result (cancelled, or killed on the node; no accounting to say which)"
+        info = {"launcher": f"submitit_{self._EXECUTOR}", "job_id": str(sjob.job_id), "state": "VANISHED",
+                "stderr_tail": "\n".join((sjob.stderr() or "").splitlines()[-40:]),
+                "stderr_path": str(sjob.paths.stderr)}
+        record_failure(job, f"failed ({why})", info, submitted_at)
+        log.error("FAILED %s (%s): %s", job.label, sjob.job_id, why)
+        return failed_return(job, JobFailed(f"job {job.label} {why}; record: {job.run_dir}; log: {sjob.paths.stderr}"))
 
     def _result(self, job, sjob, submitted_at: float) -> JobReturn:
         from repro.runner.failures import JobFailed, record_failure

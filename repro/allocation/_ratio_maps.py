@@ -11,7 +11,7 @@ sparsities); here the map returns the uniform sparsity instead.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -142,3 +142,22 @@ def alpha_sparsities(metrics: Sequence[float], numels: Sequence[int], sparsity: 
     out = ratios.tolist()
     return [min(max(r, 0.0), 0.99) for r in out] if clamp else out
 
+
+
+def check_layer_ratios(field: str, value, ratios: Sequence[float], target: float, expected: str,
+                       weights: Optional[Sequence[float]] = None, tol: float = 1e-6) -> None:
+    """Per-layer sparsities must lie in [0, 1) and average (weighted by `weights`, e.g. parameter counts) to
+    `target` within `tol`; else a ConfigError on the setting that produced them (`field` = `value`), naming the
+    offending layers / the mean."""
+    from repro.config import ConfigError
+
+    r = torch.tensor(list(ratios), dtype=torch.float64)
+    bad = [(i, float(x)) for i, x in enumerate(r.tolist()) if not 0.0 <= x < 1.0]
+    if bad:
+        shown = ", ".join(f"#{i}: {x:.6f}" for i, x in bad[:4]) + (" ..." if len(bad) > 4 else "")
+        raise ConfigError(field, value, expected, f"layer sparsities outside [0, 1): {shown}")
+    w = torch.ones_like(r) if weights is None else torch.tensor(list(weights), dtype=torch.float64)
+    mean = float((r * w).sum() / w.sum())
+    if abs(mean - target) > tol:
+        raise ConfigError(field, value, expected, f"mean layer sparsity {mean:.9f} misses the target {target} "
+                                                  f"by more than {tol:g}")

@@ -22,8 +22,10 @@ Pipeline (one `allocate` call; then the pipeline prunes with `score=wanda` at th
    `batch_size` windows; bf16 autocast on CUDA; activation checkpointing per block.
 4. Hardening (Eqn 6): row r drops floor(C·t_r) weights; a global shift of all thresholds (bisected; ties broken in
    layer, then row order) makes the total number of zeros exactly the budget (`budget=uniform_rows`:
-   Σ rows·floor(s·C), what uniform row-wise Wanda removes; `budget=global`: floor(s·N)). Returned as per-row
-   sparsities that the shared builder `keep_highest_per_row` turns into exactly those keep counts.
+   Σ rows·floor(s·C), what uniform row-wise Wanda removes; `budget=global`: floor(s·N)). Returned as the learned
+   hard masks themselves (a fixed-mask target, repro/prune/masks.py), so the pipeline applies exactly the masks
+   that were learned on the dense Wanda ranks, whatever `engine.propagate` is (as the reference, which multiplies
+   the dense weights by its learned masks); with `score=sparsegpt` the OBS update then runs around those masks.
 5. Artefacts in the run directory (`<paths.results>/runs/<identity>/lua_llm/`): `thresholds.pt` (learned and
    final thresholds, zeros per row), `masks.pt` (bit-packed keep masks, `save_masks`), `layer_sparsity.png`
    (per-block sparsity of each projection), `history.json` (loss, kept ratio, seconds per iteration).
@@ -34,6 +36,10 @@ statistics. Training windows: with `train_windows=N` (the experiment files: 1000
 calibration windows (our `load_calibration` sampler, C4 by default), so baselines keep their 128 windows; with
 `train_windows=null` training cycles over the calibration windows, starting after the score windows. Step i of
 rank r reads windows (i·world + r)·batch_size + b (mod the set).
+Training text (`train_data`): `calib` (default) = the calibration source — C4 in every experiment file, as the
+paper states; `wikitext103` = WikiText-103 train as the released code streams it (data/data_utils.py:
+`wikitext-103-raw-v1`, unshuffled, rows tokenised and grouped 50 at a time; `stream_windows`), the first
+`train_windows` windows (null: iterations x batch_size); `train_data_path` for a local copy.
 
 Scale: a 7B model on one 80 GB GPU — bf16 weights (13.5 GB) + int16 ranks (13 GB) + per-block masks recomputed
 under checkpointing; the plan is checked before training (`memory_plan`). Multi-GPU data parallel: launch the same
@@ -45,10 +51,6 @@ CPU single-process path runs in tests.
 Deviations (deliberate):
 - Ranks come from a stable descending sort; the reference's O(C²) ECDF gives tied weights the same s. Scores are
   exact (fp32 metric, integer ranks) where the reference rounds s to fp16/bf16 (many ties near 1).
-- The final mask is applied by the pipeline's Wanda pass with the returned per-row counts: it equals the learned
-  hard mask exactly when that pass sees the same statistics, i.e. with `engine.propagate=dense`; with the default
-  `pruned` propagation the counts are exact but blocks > 0 choose weights on pruned-model statistics. The report
-  says which (`applied_masks_equal_learned`); `masks.pt` holds the learned masks.
 - The exact-budget shift (step 4) is an addition (the reference hardens with round(σ) and no budget repair).
 - The STE count's backward is summed over ±48 ranks around C·t (exact up to e^-40), not over the full mask.
 - CE over the window's own next tokens (T − 1 predictions per T-token window); the reference packs T + 1 tokens and
@@ -74,12 +76,14 @@ import torch.nn as nn
 from repro.allocation import lua_llm_train as T
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
+from repro.methods.wanda import wanda_score
 from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
 from repro.registry import register
 
 log = logging.getLogger(__name__)
 
 INITS = ("target", "code")
+TRAIN_DATA = ("calib", "wikitext103")
 BUDGETS = ("uniform_rows", "global")
 PRECISIONS = ("bf16", "fp32")
 
@@ -98,6 +102,9 @@ class LuaLLMConfig(MethodConfig):
                                          # pipeline's Wanda pass: only then is the applied mask the learned one)
     train_windows: Optional[int] = 1000  # None: train on the calibration windows (cycled); N: draw N more windows
                                          # from the calibration source after the calib.nsamples ones
+    train_data: str = "calib"            # calib: the calibration source (C4 in the experiments: the paper) |
+                                         # wikitext103: WikiText-103 train, consecutive windows (released code)
+    train_data_path: Optional[str] = None  # local WikiText-103 train file (.txt / .jsonl / .parquet) for wikitext103
     forward_mask: str = "soft"           # soft: σ(C(s−t)) (paper Eqn 7) | ste: round(σ) with STE (released code)
     gqa_weighting: bool = True           # count GQA k/v as heads/kv_heads times larger in R (MaskedLinearGQA)
     budget: str = "uniform_rows"         # uniform_rows: Σ rows·floor(s·C) zeros | global: floor(s·N) zeros
@@ -122,6 +129,10 @@ class LuaLLMConfig(MethodConfig):
         if self.train_windows is not None:
             check_range("allocation.train_windows", self.train_windows, lo=1)
         check_choice("allocation.forward_mask", self.forward_mask, ("soft", "ste"))
+        check_choice("allocation.train_data", self.train_data, TRAIN_DATA)
+        if self.train_data == "wikitext103":
+            from repro.data.sources import check_local
+            check_local("allocation.train_data_path", self.train_data_path)
         check_choice("allocation.budget", self.budget, BUDGETS)
         check_choice("allocation.precision", self.precision, PRECISIONS)
         if self.memory_budget_gb is not None:
@@ -156,7 +167,7 @@ class _DenseWandaRanks(BlockCallback):
 
     def on_group(self, ctx: BlockContext) -> None:
         for rel, lin in ctx.linears.items():
-            metric = lin.weight.detach().abs().float() * torch.sqrt(ctx.stats[rel]["sq_norm"].float()).view(1, -1)
+            metric = wanda_score(lin.weight.detach(), ctx.stats[rel]["sq_norm"])
             self.ranks[ctx.full_name(rel)] = T.descending_ranks(metric)
 
 
@@ -169,6 +180,22 @@ def dense_wanda_ranks(ctx: AllocationContext, nsamples: int) -> Dict[str, torch.
 
 
 # ---------------------------------------------------------------------------------------------- allocator
+def stream_windows(rows: List[str], tokenizer, seqlen: int, n: int, group: int = 50) -> torch.Tensor:
+    """The released code's training stream (data/data_utils.py `dataloader_creator`, unshuffled): rows tokenised
+    one by one (`tokenizer.encode`, special tokens as the tokenizer adds them), concatenated in groups of `group`
+    rows, each group cut into whole windows (its tail dropped); the first `n` windows. Deviation: a group shorter
+    than one window is skipped (the reference pads it with the ignored BOS id)."""
+    out: List[List[int]] = []
+    for start in range(0, len(rows), group):
+        toks = [t for row in rows[start:start + group] for t in tokenizer.encode(row)]
+        out += [toks[i:i + seqlen] for i in range(0, len(toks) - seqlen + 1, seqlen)]
+        if len(out) >= n:
+            return torch.tensor(out[:n], dtype=torch.long)
+    if not out:
+        raise RuntimeError(f"Lua-LLM: the WikiText-103 stream has no window of {seqlen} tokens")
+    return torch.tensor(out, dtype=torch.long)
+
+
 def _world():
     import torch.distributed as dist
 
@@ -211,13 +238,7 @@ class LuaLLM(Allocator):
         report.update(iterations_done=result.iterations_done, stopped=result.stopped,
                       seconds_per_iteration=result.seconds_per_iteration,
                       final_kept_ratio_trained=result.history[-1]["kept_ratio"] if result.history else None,
-                      applied_masks_equal_learned=(run.engine.propagate == "dense" and run.score.name == "wanda"
-                                                   and n_score == ctx.calib_ids.shape[0]))
-        if not report["applied_masks_equal_learned"]:
-            log.warning("Lua-LLM: score=%s, engine.propagate=%s, %d/%d score windows: the pipeline applies the "
-                        "learned per-row counts, not the learned masks themselves (score=wanda engine.propagate="
-                        "dense allocation.score_nsamples=null applies those exactly)", run.score.name,
-                        run.engine.propagate, n_score, ctx.calib_ids.shape[0])
+                      applied_masks_equal_learned=True)       # the targets are the learned masks (step 4)
         if _world()[0] == 0:
             report["artefacts"] = self._save(run, layers, report, result)
         ctx.report.update(report)
@@ -266,7 +287,17 @@ class LuaLLM(Allocator):
         return layers
 
     def _training_windows(self, ctx: AllocationContext):
-        """(windows, first index): extra windows from the calibration source, or the calibration set itself."""
+        """(windows, first index): extra windows from the calibration source, or the calibration set itself, or
+        WikiText-103 train (`train_data=wikitext103`)."""
+        if self.cfg.train_data == "wikitext103":
+            from repro.data.sources import describe_source, load_rows
+
+            n = self.cfg.train_windows or self.cfg.iterations * self.cfg.batch_size
+            rows = load_rows("wikitext103_train", self.cfg.train_data_path)
+            ids = stream_windows(rows, _load_tokenizer(ctx.run.model), ctx.calib_ids.shape[1], n)
+            ctx.report["train_windows_source"] = {"wikitext103_train": describe_source(
+                "wikitext103_train", self.cfg.train_data_path), "windows": int(ids.shape[0])}
+            return ids, 0
         if self.cfg.train_windows is None:
             n = ctx.calib_ids.shape[0]
             return ctx.calib_ids, min(self.cfg.score_nsamples or n, n) % n
@@ -317,8 +348,8 @@ class LuaLLM(Allocator):
         zeros = T.exact_budget_zero_counts([l.thresholds for l in layers], [l.cols for l in layers], target)
         targets, per_layer = {}, {}
         for l, z in zip(layers, zeros):
-            targets[l.name] = T.row_sparsity_for_keep_builder(z, l.cols)
             l.final_zeros = z
+            targets[l.name] = ~final_keep_mask(l)
             per_layer[l.name] = float(z.sum()) / l.rank.numel()
         report = {"budget": self.cfg.budget, "target_zeros": target, "learned_zeros": learned_zeros,
                   "sparsity_learned": learned_zeros / total, "sparsity_final": target / total,
@@ -341,7 +372,7 @@ class LuaLLM(Allocator):
 
             masks = {}
             for l in layers:
-                keep = l.rank.to(torch.long) < (l.cols - l.final_zeros.to(l.rank.device)).view(-1, 1)
+                keep = final_keep_mask(l)
                 masks[l.name] = {"shape": tuple(keep.shape),
                                  "keep_packed": torch.from_numpy(np.packbits(keep.cpu().numpy(), axis=1))}
             torch.save(masks, out / "masks.pt")
@@ -351,6 +382,11 @@ class LuaLLM(Allocator):
         if self.cfg.plot:
             paths["plot"] = plot_layer_sparsity(report["layer_sparsity"], run.sparsity, out / "layer_sparsity.png")
         return paths
+
+
+def final_keep_mask(layer: "T.MaskedLayer") -> torch.Tensor:
+    """The hardened keep mask of one layer: row r keeps its `cols - zeros_r` highest-ranked weights."""
+    return layer.rank.to(torch.long) < (layer.cols - layer.final_zeros.to(layer.rank.device)).view(-1, 1)
 
 
 def unpack_mask(entry: dict) -> torch.Tensor:

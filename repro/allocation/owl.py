@@ -28,6 +28,7 @@ import torch
 from repro.allocation._ratio_maps import CLAMPS, outlier_ratio, owl_sparsities
 from repro.config import check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
+from repro.methods.wanda import wanda_score
 from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
 from repro.registry import register
 
@@ -59,8 +60,7 @@ class _OutlierPass(BlockCallback):
         self.ratios: List[float] = []
 
     def on_group(self, ctx: BlockContext) -> None:
-        scores = [lin.weight.detach().abs().float() * torch.sqrt(ctx.stats[rel]["sq_norm"]).view(1, -1)
-                  for rel, lin in ctx.linears.items()]
+        scores = [wanda_score(lin.weight.detach(), ctx.stats[rel]["sq_norm"]) for rel, lin in ctx.linears.items()]
         self.ratios.append(outlier_ratio(scores, self.m))
 
 

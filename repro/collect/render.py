@@ -70,7 +70,7 @@ def _md_escape(s: str) -> str:
 def table_markdown(t: TableResult, paper: str = "") -> str:
     tab = t.table
     rows, cols, cells = _grid(t)
-    extra_cols = {c.column for c in t.cells if c.extra}
+    extra_cols = {col for col in cols if all(c.extra for c in t.cells if c.column == col)}   # model columns only
     out = [f"### {paper + ' / ' if paper else ''}{tab.name}: {tab.title}", ""]
     if tab.caption:
         out += [tab.caption, ""]
@@ -79,8 +79,10 @@ def table_markdown(t: TableResult, paper: str = "") -> str:
     out.append("")
     out.append("| | " + " | ".join(_md_escape(c + (" (not in paper)" if c in extra_cols else "")) for c in cols) + " |")
     out.append("|---|" + "---|" * len(cols))
+    extra_rows = {row for row in rows if all(c.extra for c in t.cells if c.row == row)}
     for r in rows:
-        out.append(f"| {_md_escape(r)} | " + " | ".join(_md_escape(grid_text(cells[(r, c)], tab.format))
+        label = r + (" (not in paper)" if r in extra_rows else "")
+        out.append(f"| {_md_escape(label)} | " + " | ".join(_md_escape(grid_text(cells[(r, c)], tab.format))
                                                      for c in cols) + " |")
     out += ["", f"*{t.coverage}*", "", f"<sub>{LEGEND}</sub>", ""]
     devs = sorted({d for c in t.cells for d in c.deviations})

@@ -23,16 +23,21 @@ class HubSource:
     split: str
     column: str
     data_files: Optional[dict] = None
+    # Script-only hub datasets (ptb_text_only) cannot load with `datasets` >= 4 (scripts removed): their parquet
+    # conversion (the hub's `refs/convert/parquet` branch) is read instead — same rows, same order.
+    parquet: Optional[dict] = None
 
 
 HUB = {
     "wikitext2_test": HubSource("wikitext", "wikitext-2-raw-v1", "test", "text"),
     "wikitext2_train": HubSource("wikitext", "wikitext-2-raw-v1", "train", "text"),
+    "wikitext103_train": HubSource("wikitext", "wikitext-103-raw-v1", "train", "text"),   # Lua-LLM's code
     "c4_train": HubSource("allenai/c4", None, "train", "text",
                           {"train": "en/c4-train.00000-of-01024.json.gz"}),
     "c4_validation": HubSource("allenai/c4", None, "validation", "text",
                                {"validation": "en/c4-validation.00000-of-00008.json.gz"}),
-    "ptb_test": HubSource("ptb_text_only", "penn_treebank", "test", "sentence"),
+    "ptb_test": HubSource("ptb_text_only", "penn_treebank", "test", "sentence", parquet={
+        "test": "hf://datasets/ptb-text-only/ptb_text_only@refs%2Fconvert%2Fparquet/penn_treebank/test/*.parquet"}),
 }
 
 
@@ -43,8 +48,17 @@ def describe_source(key: str, local_path: Optional[str], hub_path: Optional[str]
         p = Path(local_path).expanduser()
         return {"kind": "local", "path": str(p), "bytes": p.stat().st_size if p.exists() else None}
     h = HUB[key]
+    if _use_parquet(h, hub_path):
+        return {"kind": "hub", "path": h.path, "name": h.name, "split": h.split, "data_files": h.parquet,
+                "revision": None, "via": "parquet conversion (datasets >= 4 runs no dataset scripts)"}
     return {"kind": "hub", "path": hub_path or h.path, "name": h.name, "split": h.split,
             "data_files": h.data_files, "revision": revision}
+
+
+def _use_parquet(h: HubSource, hub_path: Optional[str]) -> bool:
+    import datasets
+
+    return h.parquet is not None and hub_path is None and int(datasets.__version__.split(".")[0]) >= 4
 
 
 def check_local(field: str, local_path: Optional[str]) -> None:
@@ -79,10 +93,13 @@ def load_rows(key: str, local_path: Optional[str] = None, hub_path: Optional[str
                               f"rows with a `{column}` field (found {ds.column_names})")
     else:
         try:
-            kwargs = dict(split=h.split, revision=revision)
-            if h.data_files:
-                kwargs["data_files"] = h.data_files
-            ds = datasets.load_dataset(hub_path or h.path, h.name, **kwargs)
+            if _use_parquet(h, hub_path):
+                ds = datasets.load_dataset("parquet", data_files=h.parquet, split=h.split)
+            else:
+                kwargs = dict(split=h.split, revision=revision)
+                if h.data_files:
+                    kwargs["data_files"] = h.data_files
+                ds = datasets.load_dataset(hub_path or h.path, h.name, **kwargs)
         except Exception as e:  # offline, removed script datasets (ptb), renamed configs...
             raise RuntimeError(f"Could not load `{hub_path or h.path}` ({h.split}) from the hub: {e}. Offline or "
                                f"behind a firewall? Download it once and set the dataset's `local_path` "

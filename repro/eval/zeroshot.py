@@ -27,6 +27,13 @@ versions, dataset path / name / revision / local file hash, dtype, the lm-eval v
 what the model really sees: lm-eval's switch only sets `add_special_tokens`, so for a tokenizer that adds no BOS
 (SmolLM2, GPT-2 style) `add_bos_token=True` changes nothing, and the record says so.
 
+MMLU (`tasks: [mmlu]`, Lua-LLM Table 13: eval=mmlu, 5-shot): lm-eval's own `mmlu/default/mmlu_<subject>.yaml`
+definitions (cais/mmlu, test split, few-shot examples = the first `num_fewshot` of the dev split, `acc`), one task
+per subject (`eval.zeroshot.mmlu_subjects`, default all 57; an unknown subject is a ConfigError listing the valid
+ones), reported as `mmlu` = the sample-weighted mean accuracy over the subjects (lm-eval's group aggregation,
+`weight_by_size`), per-subject values in the protocol. Offline: `<data_dir>/mmlu/<subject>/{test,dev}.jsonl` in
+cais/mmlu's schema (question, subject, choices, answer).
+
 Deviations from the papers' harness (lm-eval 0.3 fork): task versions of lm-eval 0.4 (BoolQ v2 from
 `aps/super_glue`, PIQA from `baber/piqa`, others v1; the papers ran v0, BoolQ v1), so absolute numbers can differ
 by prompt/normalisation changes between harness versions; `rte` is the GLUE RTE the papers used (`sglue_rte` is
@@ -57,6 +64,8 @@ BUILTIN_TASKS = {
     "sglue_rte": "super_glue/rte/default.yaml",
 }
 LOCAL_DATA_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+MMLU = "mmlu"                    # expands into lm-eval's per-subject tasks mmlu_<subject> (mmlu/default/)
+MMLU_DIR = "mmlu/default"
 # lm-eval's default metrics for a multiple-choice task without a metric_list.
 DEFAULT_MC_METRICS = ("acc", "acc_norm")
 SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234, "fewshot_random_seed": 1234}
@@ -69,8 +78,16 @@ def _lm_eval_tasks_dir() -> Path:
 
 
 def _load_task_yaml(path: Path, resolve_functions: bool) -> dict:
-    """lm-eval's own YAML loader (includes merged, `!function` resolved or kept as strings)."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    """lm-eval's own YAML loader (includes merged, `!function` resolved or kept as strings). lm-eval has no public
+    reader of a task file (TaskManager only builds tasks); `_yaml_loader` exists from 0.4.12, the lower bound in
+    pyproject.toml — the import error below says so instead of a bare ModuleNotFoundError."""
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml
+    except ImportError as e:  # pragma: no cover — only with lm-eval < 0.4.12
+        import lm_eval
+
+        raise ImportError(f"repro needs lm-eval >= 0.4.12 (found {getattr(lm_eval, '__version__', '?')}): "
+                          "pip install 'lm_eval[hf]>=0.4.12,<0.5'") from e
 
     return load_yaml(path, resolve_func=resolve_functions)
 
@@ -154,16 +171,21 @@ def check_zeroshot(cfg: ZeroShotConfig) -> None:
     if cfg.data_dir and not Path(cfg.data_dir).is_dir():
         raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
                           "a directory holding <task>.jsonl files in the datasets' original schema")
-    available = sorted(set(BUILTIN_TASKS) | set(custom))
+    available = sorted(set(BUILTIN_TASKS) | set(custom) | {MMLU})
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise ConfigError("eval.zeroshot.tasks", list(cfg.tasks), "task names without duplicates")
     for key in list(cfg.metrics) + list(cfg.revisions):
         if key not in cfg.tasks:
             raise ConfigError(f"eval.zeroshot.metrics/revisions.{key}", key, "one of the tasks " + ", ".join(cfg.tasks))
+    if cfg.mmlu_subjects is not None and MMLU not in cfg.tasks:
+        raise ConfigError("eval.zeroshot.mmlu_subjects", cfg.mmlu_subjects, "null unless `mmlu` is one of the tasks")
     for i, task in enumerate(cfg.tasks):
         if task not in available:
             raise ConfigError(f"eval.zeroshot.tasks[{i}]", task, "one of " + ", ".join(available),
                               "Other lm-eval tasks: put their YAML in a directory and set eval.zeroshot.include_path.")
+        if task == MMLU and task not in custom:
+            check_mmlu(cfg)
+            continue
         definition = _task_definition(task, cfg, resolve_functions=False)
         metric, produced = metric_for(task, cfg), task_metrics(definition)
         if metric not in produced:
@@ -194,6 +216,69 @@ def _check_task_data(task: str, field_name: str, definition: dict, cfg: ZeroShot
         raise ConfigError(field_name, task, f"a task whose dataset `{dataset_path}` is reachable",
                           f"It is neither in the hub cache nor reachable online (HF offline mode: {_offline()}). "
                           f"Use {option}; the bundled fixtures are eval=zeroshot_fixtures.")
+
+
+def _lm_eval_tasks_dir_no_import() -> Path:
+    import importlib.util
+
+    return Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
+
+
+def mmlu_all_subjects() -> list[str]:
+    """The 57 subjects of the installed lm-eval (file names mmlu_<subject>.yaml; lm-eval is not imported)."""
+    return sorted(p.stem[len("mmlu_"):] for p in (_lm_eval_tasks_dir_no_import() / MMLU_DIR).glob("mmlu_*.yaml"))
+
+
+def mmlu_subjects(cfg: ZeroShotConfig) -> list[str]:
+    return list(cfg.mmlu_subjects) if cfg.mmlu_subjects is not None else mmlu_all_subjects()
+
+
+def mmlu_local_files(data_dir: str, subject: str) -> dict:
+    return {split: Path(data_dir) / MMLU / subject / f"{split}.jsonl" for split in ("test", "dev")}
+
+
+def check_mmlu(cfg: ZeroShotConfig) -> None:
+    valid = mmlu_all_subjects()
+    subjects = mmlu_subjects(cfg)
+    if not subjects:
+        raise ConfigError("eval.zeroshot.mmlu_subjects", cfg.mmlu_subjects, "null (all 57) or a non-empty list")
+    for i, subject in enumerate(subjects):
+        if subject not in valid:
+            raise ConfigError(f"eval.zeroshot.mmlu_subjects[{i}]", subject, "an MMLU subject: " + ", ".join(valid))
+    if len(set(subjects)) != len(subjects):
+        raise ConfigError("eval.zeroshot.mmlu_subjects", subjects, "subjects without duplicates")
+    metric = metric_for(MMLU, cfg)
+    if metric != "acc":
+        field_name = "eval.zeroshot.metrics.mmlu" if MMLU in cfg.metrics else "eval.zeroshot.metric"
+        raise ConfigError(field_name, metric, "acc (the only metric of lm-eval's MMLU)")
+    if cfg.data_dir:
+        needed = ("test", "dev") if cfg.num_fewshot else ("test",)
+        for subject in subjects:
+            for split in needed:
+                path = mmlu_local_files(cfg.data_dir, subject)[split]
+                if not path.is_file():
+                    raise ConfigError("eval.zeroshot.data_dir", cfg.data_dir,
+                                      f"a directory with mmlu/{subject}/{split}.jsonl (cais/mmlu schema: question, "
+                                      f"subject, choices, answer)")
+    elif not _hub_dataset_reachable("cais/mmlu", cfg.revisions.get(MMLU)):
+        raise ConfigError("eval.zeroshot.tasks", MMLU, "a task whose dataset `cais/mmlu` is reachable",
+                          "Use eval.zeroshot.data_dir=<dir with mmlu/<subject>/{test,dev}.jsonl>; the bundled "
+                          "fixtures are eval=mmlu_fixtures.")
+
+
+def mmlu_specs(cfg: ZeroShotConfig) -> list[dict]:
+    """lm-eval's per-subject MMLU task definitions (local data files with `data_dir`)."""
+    specs = []
+    for subject in mmlu_subjects(cfg):
+        spec = _load_task_yaml(_lm_eval_tasks_dir() / MMLU_DIR / f"mmlu_{subject}.yaml", True)
+        spec.pop("tag", None)
+        if cfg.data_dir:
+            files = {k: str(v.resolve()) for k, v in mmlu_local_files(cfg.data_dir, subject).items() if v.is_file()}
+            spec.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
+        elif cfg.revisions.get(MMLU):
+            spec["dataset_kwargs"] = {**(spec.get("dataset_kwargs") or {}), "revision": cfg.revisions[MMLU]}
+        specs.append(spec)
+    return specs
 
 
 def task_spec(task: str, cfg: ZeroShotConfig) -> dict | str:
@@ -266,7 +351,9 @@ def evaluate_zeroshot(model, tokenizer, cfg: ZeroShotConfig) -> tuple[dict, dict
              lm_eval.__version__, cfg.num_fewshot, cfg.batch_size, limit, cfg.add_bos_token)
     started = time.perf_counter()
     try:
-        res = lm_eval.simple_evaluate(model=lm, tasks=[task_spec(t, cfg) for t in cfg.tasks], task_manager=manager,
+        specs = [s for t in cfg.tasks for s in (mmlu_specs(cfg) if t == MMLU and not _custom(t, cfg)
+                                                 else [task_spec(t, cfg)])]
+        res = lm_eval.simple_evaluate(model=lm, tasks=specs, task_manager=manager,
                                       num_fewshot=cfg.num_fewshot, limit=limit, log_samples=False,
                                       bootstrap_iters=cfg.bootstrap_iters, **SEEDS)
     finally:
@@ -276,11 +363,37 @@ def evaluate_zeroshot(model, tokenizer, cfg: ZeroShotConfig) -> tuple[dict, dict
     return metrics, protocol
 
 
+def _custom(task: str, cfg: ZeroShotConfig) -> bool:
+    return task in include_path_tasks(cfg.include_path)
+
+
+def _collect_mmlu(res: dict, cfg: ZeroShotConfig) -> tuple[float, dict]:
+    """Sample-weighted mean `acc` over the subjects (lm-eval's mmlu group: weight_by_size) and per-subject rows."""
+    subjects, total, weighted = {}, 0, 0.0
+    for subject in mmlu_subjects(cfg):
+        name = f"mmlu_{subject}"
+        acc, n = float(res["results"][name]["acc,none"]), int(res["n-samples"][name]["effective"])
+        subjects[subject] = {"acc": acc, "n_samples": n, "version": res["versions"].get(name)}
+        total, weighted = total + n, weighted + acc * n
+    lm_cfg = res["configs"][f"mmlu_{mmlu_subjects(cfg)[0]}"]
+    return weighted / total, {
+        "metric": "acc", "value": weighted / total, "aggregation": "sample-weighted mean over subjects",
+        "n_samples": total, "subjects": subjects, "split": lm_cfg.get("test_split"),
+        "fewshot_split": lm_cfg.get("fewshot_split"), "fewshot_sampler": (lm_cfg.get("fewshot_config") or {}).get(
+            "sampler"), "num_fewshot": cfg.num_fewshot, "prompt": str(lm_cfg.get("doc_to_text")),
+        "dataset": {"path": lm_cfg.get("dataset_path"), "data_files_dir": (str(Path(cfg.data_dir) / MMLU)
+                                                                             if cfg.data_dir else None),
+                    "revision": cfg.revisions.get(MMLU)}}
+
+
 def _collect(res: dict, cfg: ZeroShotConfig, lm, model, limit) -> tuple[dict, dict]:
     import lm_eval
 
     metrics, per_task = {}, {}
     for task in cfg.tasks:
+        if task == MMLU and not _custom(task, cfg):
+            metrics[task], per_task[task] = _collect_mmlu(res, cfg)
+            continue
         metric, row = metric_for(task, cfg), res["results"][task]
         if f"{metric},none" not in row:
             raise ConfigError(f"eval.zeroshot.metrics.{task}", metric, "a metric the task produced: " + ", ".join(

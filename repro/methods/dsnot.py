@@ -53,6 +53,7 @@ import torch
 
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import MethodConfig, Scorer
+from repro.methods.wanda import wanda_score
 from repro.prune.masks import build_mask
 from repro.registry import register
 
@@ -166,7 +167,7 @@ class DSnoT(Scorer):
             return weight.abs().to(torch.float32)
         if self.cfg.initial_method == "sparsegpt":
             return sparsegpt_initial_metric(weight, stats["hessian"], self.cfg.percdamp)
-        return weight.abs().to(torch.float32) * torch.sqrt(stats["sq_norm"].to(torch.float32)).view(1, -1)
+        return wanda_score(weight, stats["sq_norm"])
 
     def skipped(self, name: str) -> bool:
         rel = relative_name(name)
@@ -183,7 +184,7 @@ class DSnoT(Scorer):
         if not self.skipped(name):
             w32 = w.to(torch.float32)
             contribution = w32 * stats["sum"].to(torch.float32).view(1, -1)
-            wanda = w32.abs() * torch.sqrt(stats["sq_norm"].to(torch.float32)).view(1, -1)
+            wanda = wanda_score(w32, stats["sq_norm"])
             mask = dsnot_refine(mask, contribution, wanda, stats["seq_var"].to(torch.float32),
                                 self.cfg.max_cycle_time, self.cfg.update_threshold, self.cfg.pow_of_var_regrowing,
                                 self.cfg.same_sign_check, self.cfg.sign_guard)

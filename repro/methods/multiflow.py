@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from repro.methods.base import MethodConfig, Scorer
+from repro.methods.wanda import wanda_score
 from repro.registry import register
 
 
@@ -23,7 +24,7 @@ class MultiflowConfig(MethodConfig):
 
 def multiflow_score(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
     magnitude = weight.abs().to(torch.float32)
-    flow = magnitude * torch.sqrt(sq_norm.to(torch.float32)).view(1, -1)
+    flow = wanda_score(weight, sq_norm)
     return magnitude * torch.outer(flow.mean(dim=1), flow.mean(dim=0))
 
 

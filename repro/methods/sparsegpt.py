@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from repro.config import ConfigError, check_range
 from repro.methods.base import MethodConfig, Scorer, Target
-from repro.prune.masks import keep_highest_per_row, prune_up_to_kth
+from repro.prune.masks import is_fixed_mask, keep_highest_per_row, prune_up_to_kth
 from repro.prune.stats import LayerStats
 from repro.registry import register
 
@@ -123,11 +123,14 @@ def _block_scores(W1: torch.Tensor, Hinv1: torch.Tensor) -> torch.Tensor:
     return W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
 
 
-def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[Target]) -> torch.Tensor:
+def _select_block_mask(score: torch.Tensor, slices: List[slice], targets: List[Target],
+                       columns: slice) -> torch.Tensor:
     mask = torch.zeros_like(score, dtype=torch.bool)
     for sl, target in zip(slices, targets):
         s = score[sl]
-        if isinstance(target, torch.Tensor):
+        if is_fixed_mask(target):                                   # a given mask: OBS only updates the rest
+            mask[sl] = target[:, columns].to(score.device)
+        elif isinstance(target, torch.Tensor):
             mask[sl] = keep_highest_per_row(s, target)
         else:
             mask[sl] = prune_up_to_kth(s, int(s.numel() * float(target)))   # the reference's rule, even for k = 0
@@ -151,7 +154,7 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
         i2 = min(i1 + blocksize, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), hinv[i1:i2, i1:i2]
         if not n:
-            mask1 = _select_block_mask(_block_scores(W1, Hinv1), slices, targets)
+            mask1 = _select_block_mask(_block_scores(W1, Hinv1), slices, targets, slice(i1, i2))
             Q1, Err1 = obs_block(W1, Hinv1, SEGMENT, lambda j0, j1, _: mask1[:, j0:j1])
         else:
             def nm_mask(j0, j1, W_seg):

@@ -32,6 +32,8 @@ class WandaConfig(MethodConfig):
 
 
 def wanda_score(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
+    """The Wanda metric |W| · ‖X_j‖₂ in fp32 — the one definition used by every scorer and allocator that needs it
+    (DSnoT, multiflow, OWL, Lua-LLM)."""
     return weight.abs().to(torch.float32) * torch.sqrt(sq_norm.to(torch.float32)).view(1, -1)
 
 

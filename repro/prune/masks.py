@@ -8,6 +8,8 @@ Scores are `[rows = outputs, cols = inputs]`; low score = pruned first. Conventi
   (and the k-th entry itself goes too: int(numel·s) + 1 at least). Deviation: a target of exactly 0 prunes
   nothing (the reference's `<= sort[0]` would still prune the minimum);
 - per-row targets (NeuronAL's neuron granularity): stable *descending* sort, keep `floor((1 − s_r) · cols)`;
+- a fixed mask (a boolean tensor of the weight's shape, True = prune; Lua-LLM's learned hard masks) is applied
+  as it is, whatever the scores and the pattern;
 - N:M: in every group of M consecutive input columns of a row, prune the N lowest (`torch.topk`, largest=False).
   One vectorised `topk` over all groups instead of the references' loop over column groups; on CPU it breaks
   ties exactly like the loop (tests/test_masks.py, tie-heavy scores); on CUDA this is untested, and ties could
@@ -19,7 +21,12 @@ from typing import Union
 
 import torch
 
-Target = Union[float, torch.Tensor]
+Target = Union[float, torch.Tensor]      # a layer's sparsity, one sparsity per output row, or a fixed bool mask
+
+
+def is_fixed_mask(target) -> bool:
+    """A target that is already the mask (bool tensor, True = prune), not a sparsity."""
+    return isinstance(target, torch.Tensor) and target.dtype == torch.bool
 
 
 def prune_lowest_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -74,7 +81,11 @@ def prune_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def build_mask(score: torch.Tensor, target: Target, pattern, granularity: str = "row") -> torch.Tensor:
-    """Dispatch on the pattern (N:M), the target type (per-row tensor) and the comparison group."""
+    """Dispatch on the target type (fixed mask, per-row tensor), the pattern (N:M) and the comparison group."""
+    if is_fixed_mask(target):
+        if target.shape != score.shape:
+            raise ValueError(f"fixed mask of shape {tuple(target.shape)} for a weight of shape {tuple(score.shape)}")
+        return target.to(score.device)
     if pattern is not None and pattern.name == "nm":
         return prune_n_of_m(score, pattern.n, pattern.m)
     if isinstance(target, torch.Tensor):
