@@ -55,6 +55,8 @@ def preflight(run: RunConfig) -> None:
     if run.eval.speed:
         from repro.eval.speed import check_speed
         check_speed(run.eval.speed, run)
+    from repro.registry import build
+    build("recovery", run.recovery).check(run)      # repro/recovery/base.py: Recovery.check
 
 
 def _known_context(model_cfg) -> int | None:
@@ -184,17 +186,21 @@ def _run_steps(run: RunConfig, record: dict, out_dir: Path) -> None:
         record["metrics"]["speed_dense"], record["protocol"]["speed_dense"] = evaluate_speed(
             model, tokenizer, dataclasses.replace(run.eval.speed, kernel="dense"))
 
-    t = time.perf_counter()
-    record["prune"] = prune_model(model, adapter, run, calib.input_ids if calib is not None else None)
-    timings["prune_s"] = time.perf_counter() - t
-    record["sparsity"] = measure_sparsity(model, adapter)
-    log.info("measured sparsity %.4f", record["sparsity"]["overall"])
+    recovery = build("recovery", run.recovery)
+    if not recovery.prunes_itself:      # LoSA prunes inside its own rounds (repro/recovery/base.py)
+        t = time.perf_counter()
+        record["prune"] = prune_model(model, adapter, run, calib.input_ids if calib is not None else None)
+        timings["prune_s"] = time.perf_counter() - t
+        record["sparsity"] = measure_sparsity(model, adapter)
+        log.info("measured sparsity %.4f", record["sparsity"]["overall"])
 
     if run.recovery.name != "none":
         t = time.perf_counter()
-        record["recovery"] = build("recovery", run.recovery).recover(model, tokenizer, run, calib)
+        record["recovery"] = recovery.recover(model, tokenizer, run, calib, out_dir / "recovery")
         timings["recovery_s"] = time.perf_counter() - t
         record["sparsity_after_recovery"] = measure_sparsity(model, adapter)
+        if recovery.prunes_itself:
+            record["sparsity"] = record["sparsity_after_recovery"]
 
     t = time.perf_counter()
     metrics, protocol = evaluate_all(model, tokenizer, run, seqlen)
