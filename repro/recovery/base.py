@@ -82,3 +82,23 @@ def _delta(module, name):
         w = module.get_base_layer().weight
         return variant.merge_safe(module, name, w.clone()) - w
     return module.get_delta_weight(name)
+
+
+def apply_budget(node, budget):
+    """Merge `budget` (env=offline's `recovery_budget`) into a recovery config node, keeping only the top-level keys
+    that the chosen method's schema has: one env file sizes every recovery (few steps, short sequences, the offline
+    stand-in data) without knowing which one runs. The merged values are part of the recovery node, hence of the
+    run identity."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from repro.registry import _REGISTRY, _load_all
+
+    _load_all()
+    name = node.get("name") if node is not None else None
+    if budget is None or name not in _REGISTRY["recovery"]:
+        return node
+    fields = {f.name for f in dataclasses.fields(_REGISTRY["recovery"][name][1])}
+    keep = {k: v for k, v in OmegaConf.to_container(budget, resolve=True).items() if k in fields}
+    return OmegaConf.merge(node, keep) if keep else node

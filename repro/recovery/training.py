@@ -60,11 +60,29 @@ class TrainingConfig:
         check_range("recovery.training.epochs", self.epochs, lo=0.0, lo_open=True)
         check_range("recovery.training.per_device_batch", self.per_device_batch, lo=1)
         check_range("recovery.training.grad_accum", self.grad_accum, lo=1)
-        check_range("recovery.training.warmup_ratio", self.warmup_ratio, lo=0.0, hi=1.0)
+        check_range("recovery.training.warmup_ratio", self.warmup_ratio, lo=0.0, hi=1.0, hi_open=True)
         check_range("recovery.training.logging_steps", self.logging_steps, lo=1)
         check_choice("recovery.training.precision", self.precision, ("auto", "bf16", "fp32"))
         check_choice("recovery.training.lr_scheduler", self.lr_scheduler,
                      ("linear", "cosine", "constant", "constant_with_warmup"))
+
+
+def _version_specific_args(args_cls, cfg: TrainingConfig) -> dict:
+    """transformers 5 folds warmup_ratio into a fractional warmup_steps and group_by_length into
+    train_sampling_strategy; 4.x has the separate arguments. Both mean ceil(ratio · total steps) warmup steps."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    out = {}
+    if "warmup_ratio" in names:
+        out["warmup_ratio"] = cfg.warmup_ratio
+    else:
+        out["warmup_steps"] = cfg.warmup_ratio
+    if "train_sampling_strategy" in names:
+        out["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
+    else:
+        out["group_by_length"] = cfg.group_by_length
+    return out
 
 
 def resolve_optim(cfg: TrainingConfig) -> str:
@@ -98,11 +116,11 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir:
         output_dir=str(workdir / "trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, warmup_ratio=cfg.warmup_ratio, lr_scheduler_type=cfg.lr_scheduler,
-        optim=optim, bf16=bf16, fp16=False, group_by_length=cfg.group_by_length, logging_steps=cfg.logging_steps,
-        logging_first_step=True, save_strategy="no", eval_strategy="epoch" if do_eval else "no",
-        report_to=[], seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False, disable_tqdm=False,
-        dataloader_num_workers=0, use_cpu=not cuda)
+        max_grad_norm=cfg.max_grad_norm, lr_scheduler_type=cfg.lr_scheduler, optim=optim, bf16=bf16, fp16=False,
+        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="no",
+        eval_strategy="epoch" if do_eval else "no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        remove_unused_columns=False, disable_tqdm=False, dataloader_num_workers=0, use_cpu=not cuda,
+        **_version_specific_args(TrainingArguments, cfg))
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
     was_training = model.training
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if do_eval else None,
