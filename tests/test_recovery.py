@@ -162,8 +162,8 @@ def test_recovery_of_a_dense_model_and_missing_data_fail_preflight(tmp_path):
 
 def test_offline_budget_sizes_every_recovery_and_leaves_none_alone():
     run = compose_run("model=tiny-llama", "env=offline", "score=wanda", "recovery=masked_lora")
-    assert run.recovery.data.path.endswith("instruct-standin.jsonl") and run.recovery.data.max_length == 128
-    assert run.recovery.merge is True and run.recovery.training.per_device_batch == 4
+    assert run.recovery.data.path.endswith("instruct-standin.jsonl") and run.recovery.data.max_length == 96
+    assert run.recovery.merge is True and run.recovery.training.per_device_batch == 2
     assert compose_run("model=tiny-llama", "env=offline").recovery.name == "none"
     full = compose_run("model=tiny-llama", "score=wanda", "recovery=lora")
     assert full.recovery.data.path == "vicgalle/alpaca-gpt4" and full.recovery.training.warmup_ratio == 0.3
