@@ -192,7 +192,8 @@ class Losa(Recovery):
         peft_model.merge_adapter()
         dense = self._dense_outputs(model, adapter, run, prune_ids)
         peft_model.unmerge_adapter()
-        report = {"method": "losa", "beta": beta, "data": describe(cfg.data), "dense_targets_s": time.perf_counter() - t0,
+        report = {"method": "losa", "beta": beta, "data": describe(cfg.data, rows=list(cfg.shards)),
+                  "dense_targets_s": time.perf_counter() - t0,
                   "rounds": []}
         delta = None
         start = 1
