@@ -305,6 +305,11 @@ def load_run_config(cfg: DictConfig | dict) -> RunConfig:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    if "recovery_budget" in cfg:         # env=offline sizes whichever recovery runs (repro/recovery/base.py)
+        from repro.recovery.base import apply_budget
+        budget = cfg.recovery_budget
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "recovery_budget"])
+        cfg.recovery = apply_budget(cfg.recovery, budget)
     run: RunConfig = _structured_merge(RunConfig, cfg, "")
     run.score = validate_method_node("score", run.score)
     run.allocation = validate_method_node("allocation", run.allocation)

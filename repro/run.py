@@ -49,10 +49,12 @@ def preflight(run) -> None:
         check_calibration(cfg.calib)
         _check_calibration_context(cfg)
         check_text_file("calib.local_path", cfg.calib.local_path, (cfg.calib.seqlen or seqlen or 0) + 1)
-    for method in (r.scorer, r.allocator, r.recovery):     # each method's own rules (e.g. SparseGPT's blocksize)
+    for method in (r.scorer, r.allocator):     # each method's own rules (e.g. SparseGPT's blocksize): classmethods
         check = getattr(method, "check", None)
         if check is not None:
             check(cfg)
+    from repro.registry import build
+    build("recovery", cfg.recovery).check(cfg)      # repro/recovery/base.py: Recovery.check (reads its own config)
     for name in cfg.eval.ppl.datasets:
         check_source(name, getattr(cfg.data, name))
         check_text_file(f"data.{name}.local_path", getattr(cfg.data, name).local_path, seqlen)

@@ -104,6 +104,8 @@ def recover(run, record, model, tokenizer, adapter, calib) -> None:
     record["recovery"] = method.recover(*args)
     record["timings"]["recovery_s"] = time.perf_counter() - t
     record["sparsity_after_recovery"] = measure_sparsity(model, adapter)
+    if run.prunes_itself:                  # LoSA: the model is pruned only now
+        record["sparsity"] = record["sparsity_after_recovery"]
 
 
 def evaluate(run, record, model, tokenizer, seqlen) -> None:

@@ -33,7 +33,8 @@ class ArchAdapter:
 
     def linears(self, block: nn.Module) -> Dict[str, nn.Linear]:
         """The prunable linears of one block, keyed by their name relative to the block, in reference order."""
-        found = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        # a peft-wrapped linear (lora.Linear) exposes its nn.Linear as `<name>.base_layer`: that is the one pruned
+        found = {n.removesuffix(".base_layer"): m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         missing = [n for n in self.linear_names if n not in found]
         if missing:
             raise KeyError(f"{self.family} adapter expects linears {missing} in the decoder block but found "

@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 from repro.methods.base import MethodConfig
+from repro.recovery.base import Recovery
 from repro.registry import register
 
 
@@ -11,9 +12,9 @@ class NoRecoveryConfig(MethodConfig):
 
 
 @register("recovery", "none", NoRecoveryConfig)
-class NoRecovery:
-    def __init__(self, cfg):
-        self.cfg = cfg
+class NoRecovery(Recovery):
+    def check(self, run) -> None:
+        pass
 
-    def recover(self, model, tokenizer, run, calib) -> dict:
+    def recover(self, model, tokenizer, run, calib, workdir=None) -> dict:
         return {}
