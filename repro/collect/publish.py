@@ -44,6 +44,28 @@ def add_runs(run_dirs, published: Path = PUBLISHED) -> list:
     return out
 
 
+def rekey(published: Path = PUBLISHED) -> list:
+    """Move published records whose identity the current code computes differently (an identity rule changed, e.g.
+    input fingerprints) to their new identity; metrics untouched, `identity_fields` recomputed. Returns the moves."""
+    import json
+
+    from repro.stages import resolve
+
+    moves = []
+    for path in sorted((published / "runs").glob("*/result.json")):
+        record = json.loads(path.read_text())
+        run = resolve(record["config"])
+        if run.identity == record["identity"]:
+            continue
+        record.update(identity=run.identity, identity_fields=run.fields, run_dir=f"results/runs/{run.identity}")
+        dst = published / "runs" / run.identity / "result.json"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(json.dumps(record, indent=2, default=str))
+        shutil.rmtree(path.parent)
+        moves.append((path.parent.name, run.identity))
+    return moves
+
+
 def demo_block(published: Path = PUBLISHED) -> str:
     """README's demo table from the published records of the demo's runs (same overrides as `repro demo`)."""
     from hydra import compose, initialize_config_dir
@@ -109,11 +131,15 @@ def stale_files(published: Path = PUBLISHED) -> list:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m repro.collect.publish", description=__doc__.splitlines()[0])
     p.add_argument("--add", nargs="+", metavar="RUN_DIR", help="publish these runs' records first")
+    p.add_argument("--rekey", action="store_true", help="move published records to the identities the code computes now")
     p.add_argument("--check", action="store_true", help="exit 1 if README.md or results/tables/ are stale")
     args = p.parse_args(argv)
     if args.add:
         for path in add_runs(args.add):
             print(path)
+    if args.rekey:
+        for old, new in rekey():
+            print(f"re-keyed {old} -> {new}")
     if args.check:
         stale = stale_files()
         if stale:
