@@ -54,7 +54,9 @@ def preflight(run) -> None:
         if check is not None:
             check(cfg)
     from repro.registry import build
-    build("recovery", cfg.recovery).check(cfg)      # repro/recovery/base.py: Recovery.check (reads its own config)
+    recovery_check = getattr(build("recovery", cfg.recovery), "check", None)   # repro/recovery/base.py: Recovery.check
+    if recovery_check is not None:
+        recovery_check(cfg)
     for name in cfg.eval.ppl.datasets:
         check_source(name, getattr(cfg.data, name))
         check_text_file(f"data.{name}.local_path", getattr(cfg.data, name).local_path, seqlen)

@@ -180,7 +180,7 @@ def test_recovery_run_records_zeros_and_reuses_its_adapter(method, merged, spars
     assert r["training"]["optimizer"] == "adamw_torch"
     assert abs(rec["sparsity_after_recovery"]["overall"] - rec["sparsity"]["overall"]) < 1e-6
     assert (r["zeros_unmerged"]["effective_zero_fraction"] > 0.4) is sparse
-    workdir = Path(rec["run_dir"]) / "recovery"
+    workdir = Path(results_dir) / "recovered" / rec["recover_id"]    # the recover stage's folder (repro/stages.py)
     assert (workdir / "loss_curve.png").is_file() and json.loads((workdir / "loss_curve.json").read_text())["train"]
     again = execute(compose_run(*args, "force=true"))
     assert again["recovery"]["reused_adapter"] is True

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -101,13 +100,23 @@ def resolve_optim(cfg: TrainingConfig) -> str:
 def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Path,
               desc: str = "fine-tune") -> dict:
     """Train the parameters of `model` that require grad; return the report (see the module docstring)."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    saved = (tokenizer.pad_token, tokenizer.padding_side)      # restored after training (evaluation shares it)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    try:
+        return _train(model, tokenizer, train_ds, eval_ds, cfg, workdir, desc)
+    finally:
+        if saved[0] is None:
+            tokenizer.pad_token = None
+        tokenizer.padding_side = saved[1]
+
+
+def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Path, desc: str) -> dict:
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
     optim = resolve_optim(cfg)
     cuda = next(model.parameters()).device.type == "cuda"
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
@@ -163,7 +172,3 @@ def save_loss_curve(curve: dict, workdir: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(workdir / "loss_curve.png", dpi=100)
     plt.close(fig)
-
-
-def steps_per_epoch(rows: int, cfg: TrainingConfig) -> int:
-    return math.ceil(rows / (cfg.per_device_batch * cfg.grad_accum))
