@@ -45,3 +45,16 @@ def test_fold_bias_equals_runtime_add():
     xa[:, 2:4] += comps[1]
     b = fold_bias(w, comps, head_dim=2)
     assert torch.allclose(x @ w.T + b, xa @ w.T, rtol=1e-10)
+
+
+def test_select_heads_count_fraction_and_bad_input():
+    import pytest
+    from repro.config import ConfigError
+    from repro.recovery.lcc_math import select_heads
+    acc = torch.tensor([[0.5, 0.9], [0.7, 0.6]])
+    assert select_heads(acc, 2) == [1, 2]
+    assert select_heads(acc, 0.5) == [1, 2]
+    with pytest.raises(ConfigError, match="top_heads"):
+        select_heads(acc, 5)
+    with pytest.raises(ConfigError):
+        select_heads(acc, 1.5)

@@ -39,3 +39,24 @@ def fold_bias(w_o: torch.Tensor, comps: dict[int, torch.Tensor], head_dim: int) 
     for h, vec in comps.items():
         c[h * head_dim:(h + 1) * head_dim] = vec.to(c)
     return w_o @ c
+
+
+def n_selected(top, total: int) -> int:
+    """`top` heads as a count (int >= 1) or a fraction (0 < float <= 1) of `total`."""
+    from repro.config import ConfigError
+    if isinstance(top, bool) or not isinstance(top, (int, float)):
+        raise ConfigError("recovery.top_heads", top, "an int count or a float fraction in (0, 1]")
+    if isinstance(top, float):
+        if not 0 < top <= 1:
+            raise ConfigError("recovery.top_heads", top, "a fraction in (0, 1]")
+        return max(1, int(round(top * total)))
+    if not 1 <= top <= total:
+        raise ConfigError("recovery.top_heads", top, f"a head count in [1, {total}] (the model's heads)")
+    return top
+
+
+def select_heads(val_acc: torch.Tensor, top) -> list[int]:
+    """Flat head indices ranked by validation accuracy (descending, stable), the first n_selected(top)."""
+    n = n_selected(top, val_acc.numel())
+    order = torch.sort(val_acc.flatten(), descending=True, stable=True).indices
+    return order[:n].tolist()
