@@ -6,6 +6,8 @@
   component = mean over samples of the projection of dZ onto span(V). k: paper K=1, reference code k=10.
 - `pair_split(n_pairs, train_frac, seed)`: pair-preserving 70/30 split for contrastive probing (a positive and its
   negative never fall on different sides). Seed 42 as the reference.
+- `select_heads(val_acc, top)`: top-K heads by probing validation accuracy, K a count or a fraction
+  (ConfigError `recovery.top_heads` when more heads are asked than exist).
 - `fold_bias(w_o, comps, head_dim)`: export of the compensation c_h (one d_h vector per selected head, added to
   that head's slice of the o_proj input) as an o_proj bias b_o = W_O . concat(c); heads not selected get 0.
 """
