@@ -1,0 +1,84 @@
+"""MOSP's stored solution: per linear the shared W, the task weights W_i, the core S_c and the stage-1 column
+norms x, written once by a MOSP run under `<run_dir>/mosp/` (one file per block + `manifest.json`). Any
+preference's model is assembled from it without data and without re-pruning:
+
+    from repro.methods.mosp_store import MospStore
+    store = MospStore(Path(record["run_dir"]) / "mosp")
+    store.apply(model, adapter, preference=[0.3, 0.7])     # W_λ into every prunable linear, in place
+
+Weights are stored bit-packed: the keep-mask (`np.packbits`, row-major) and the kept values in fp32.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, Iterable
+
+import numpy as np
+import torch
+
+from repro.methods._admm import Pattern
+from repro.methods.alps import layer_pattern
+from repro.methods.mosp import LayerSolution, assemble, map_preference
+
+MANIFEST = "manifest.json"
+
+
+def pack(W: torch.Tensor) -> dict:
+    keep = W != 0
+    return {"shape": list(W.shape), "mask": torch.from_numpy(np.packbits(keep.cpu().numpy().reshape(-1))),
+            "values": W[keep].to(torch.float32).cpu()}
+
+
+def unpack(d: dict) -> torch.Tensor:
+    n = int(np.prod(d["shape"]))
+    keep = torch.from_numpy(np.unpackbits(d["mask"].numpy())[:n].astype(bool)).reshape(d["shape"])
+    W = torch.zeros(d["shape"], dtype=torch.float32)
+    W[keep] = d["values"]
+    return W
+
+
+class MospStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def block_file(self, index: int) -> Path:
+        return self.path / f"block_{index:04d}.pt"
+
+    def save_block(self, index: int, solutions: Dict[str, LayerSolution]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        data = {name: {"shared": pack(s.shared), "tasks": [pack(t) for t in s.tasks],
+                       "core": pack(s.core.to(torch.float32)), "x": s.x.to(torch.float32).cpu()}
+                for name, s in solutions.items()}
+        torch.save(data, self.block_file(index))
+
+    def write_manifest(self, meta: dict) -> None:
+        (self.path / MANIFEST).write_text(json.dumps(meta, indent=1, default=str))
+
+    def manifest(self) -> dict:
+        return json.loads((self.path / MANIFEST).read_text())
+
+    def layers(self) -> Iterable[tuple]:
+        """(full linear name, shared W, [W_i], core bool, x) for every stored linear, block by block."""
+        for f in sorted(self.path.glob("block_*.pt")):
+            for name, d in torch.load(f).items():
+                yield name, unpack(d["shared"]), [unpack(t) for t in d["tasks"]], unpack(d["core"]) != 0, d["x"]
+
+    def apply(self, model, adapter, preference, mapping: str = None, temperature: float = None) -> dict:
+        """Assemble W_λ for every stored linear of `model` in place; returns {name: kept count}."""
+        meta = self.manifest()
+        mapped = map_preference(preference, mapping or meta["mapping"], temperature or meta["temperature"])
+        linears = adapter.all_linears(model)
+        kept = {}
+        for name, W, tasks, core, x in self.layers():
+            lin = linears[name]
+            pat = layer_pattern_of(meta, W.numel())
+            Wl = assemble(W, tasks, core, x, mapped, pat, meta["assembly_score"])
+            lin.weight.data.copy_(Wl.to(lin.weight.device, lin.weight.dtype))
+            kept[name] = int((Wl != 0).sum())
+        return kept
+
+
+def layer_pattern_of(meta: dict, numel: int) -> Pattern:
+    return layer_pattern(numel, meta["sparsity"], SimpleNamespace(**meta["pattern"]))
