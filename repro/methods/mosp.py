@@ -151,15 +151,17 @@ def task_problem(H_i: torch.Tensor, cfg: MOSPConfig):
 
 def assemble(shared: torch.Tensor, tasks: List[torch.Tensor], core: torch.Tensor, x: torch.Tensor,
              mapped: torch.Tensor, pat: Pattern, score: str = "normalized") -> torch.Tensor:
-    """W_λ = P_{k,S_c}(W + Σ λ'_i (W_i − W)), no data, no optimisation ([d_out, d_in], fp32)."""
-    Z = shared.clone()
+    """W_λ = P_{k,S_c}(W + Σ λ'_i (W_i − W)), no data, no optimisation ([d_out, d_in], fp32).
+
+    Σ λ'_i = 1, so the combination is Σ λ'_i W_i: computed that way, a one-hot λ' gives W_i bit for bit (the
+    literal W + (W_i − W) can differ from W_i by one rounding)."""
+    Z = torch.zeros_like(shared)
     for w, Wi in zip(mapped.tolist(), tasks):
         if w:
-            Z += w * (Wi - shared)
+            Z += w * Wi
     scale = x if score == "normalized" else torch.ones_like(x)
-    Zb = (Z * scale).t()
-    out = project_with_core(Zb, pat, core.t())
-    return out.t() / scale
+    keep = project_with_core((Z * scale).t(), pat, core.t()).t() != 0
+    return torch.where(keep | core, Z, torch.zeros_like(Z))
 
 
 def check_run(run) -> None:

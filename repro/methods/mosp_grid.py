@@ -59,6 +59,20 @@ def prune_items(scorer, items, pattern) -> None:
     ApplyTargets(scorer, {}, pattern)._prune(items)
 
 
+def extension1_model(scorer, cb, linears: dict, lam, targets: dict, pattern, per_token: bool = False) -> None:
+    """Prune the (dense) `linears` in place for preference λ: the scorer on H_λ = Σ λ_i H_i, block by block; linears
+    that shared statistics share the reweighted ones (SparseGPT's one inverse for q/k/v)."""
+    for _, block_names in cb.block_items or [(0, list(linears))]:
+        weighted: dict = {}
+        items = []
+        for n in block_names:
+            st = cb.kept_stats.get(n)
+            if st is not None and id(st) not in weighted:
+                weighted[id(st)] = st.weighted(lam, per_token)
+            items.append((n, linears[n], weighted.get(id(st)), targets[n]))
+        prune_items(scorer, items, pattern)
+
+
 class _Pass:
     """The engine callback of the one calibration pass (MOSP stages 1-3, or Extension 1's statistics)."""
 
@@ -189,16 +203,7 @@ def run_preference_grid(run, record: dict, model, tokenizer, adapter, seqlen: in
             store.apply(model, adapter, lam)
             mapped.append(map_preference(lam, cfg.score.mapping, cfg.score.temperature).tolist())
         elif scorer.prunes:
-            per_token = obj.task_hessian == "total"
-            for _, block_names in cb.block_items or [(0, list(linears))]:
-                weighted: dict = {}
-                items = []
-                for n in block_names:
-                    st = cb.kept_stats.get(n)
-                    if st is not None and id(st) not in weighted:
-                        weighted[id(st)] = st.weighted(lam, per_token)
-                    items.append((n, linears[n], weighted.get(id(st)), targets[n]))
-                prune_items(scorer, items, cfg.pattern)
+            extension1_model(scorer, cb, linears, lam, targets, cfg.pattern, obj.task_hessian == "total")
         build_s += time.perf_counter() - t
         sparsity.append(measure_sparsity(model, adapter)["overall"])
         t = time.perf_counter()
