@@ -215,17 +215,21 @@ def admm_support(A: Tensor, eig: EigenInverse, rhs: Tensor, B0: Tensor, pat: Pat
 
 # ---------------------------------------------------------------- MOSP stage 2: fixed ρ, one Cholesky
 
-def admm_fixed_rho(A: Tensor, rhs: Tensor, D0: Tensor, proj: Callable[[Tensor], Tensor], rho: float,
-                   iters: int) -> Tuple[Tensor, Tensor]:
-    """`iters` ADMM steps with a fixed ρ: B = (A + ρI)⁻¹(rhs − V + ρD) through one Cholesky factor,
-    D = proj((V + ρB)/ρ), V += ρ(B − D); starts from D0 and V = 0. Returns (B, D) after the last step."""
-    Ar = A.clone()
+def cholesky_inverse(A: Tensor, rho: float) -> Tensor:
+    """(A + ρI)⁻¹ from one float64 Cholesky factorisation, in float32 (MOSP stage 2's fixed-ρ system)."""
+    Ar = A.double().clone()
     Ar.diagonal().add_(rho)
-    L = torch.linalg.cholesky(Ar.double())
+    return torch.cholesky_inverse(torch.linalg.cholesky(Ar)).float()
+
+
+def admm_fixed_rho(inv: Tensor, rhs: Tensor, D0: Tensor, proj: Callable[[Tensor], Tensor], rho: float,
+                   iters: int) -> Tuple[Tensor, Tensor]:
+    """`iters` ADMM steps with a fixed ρ and `inv` = (A + ρI)⁻¹ (`cholesky_inverse`): B = inv(rhs − V + ρD),
+    D = proj((V + ρB)/ρ), V += ρ(B − D); starts from D0 and V = 0. Returns (B, D) after the last step."""
     D, V = D0.clone(), torch.zeros_like(D0)
     B = D0
     for _ in range(iters):
-        B = torch.cholesky_solve((rhs - V + rho * D).double(), L).float()
+        B = inv @ (rhs - V + rho * D)
         D = proj((V + rho * B) / rho)
         V = V + rho * (B - D)
     return B, D

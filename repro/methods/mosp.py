@@ -33,7 +33,7 @@ import torch
 
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods._admm import (AdmmSchedule, Pattern, admm_fixed_rho, admm_support, cg_batch,
-                                 project_with_core, ridge_normalize)
+                                 cholesky_inverse, project_with_core, ridge_normalize)
 from repro.methods.alps import Normalized
 from repro.methods.base import MethodConfig, Scorer
 from repro.registry import register
@@ -131,10 +131,10 @@ def solve_layer(W: torch.Tensor, H: torch.Tensor, H_tasks: List[torch.Tensor], p
     shared = prob.unscale(B)
     tasks = []
     for i, Hi in enumerate(H_tasks):
-        A_i, x_i = task_probs[i] if task_probs else task_problem(Hi, cfg)
+        A_i, x_i, inv_i = task_probs[i] if task_probs else task_problem(Hi, cfg)
         Wx = W * x_i
         rhs_i = (Wx @ A_i).T
-        _, D = admm_fixed_rho(A_i, rhs_i, (shared * x_i).t(), lambda Z: project_with_core(Z, pat, core),
+        _, D = admm_fixed_rho(inv_i, rhs_i, (shared * x_i).t(), lambda Z: project_with_core(Z, pat, core),
                               cfg.stage2_rho, cfg.stage2_iters)
         if cfg.cg_iters:
             D = cg_batch(A_i, rhs_i, D != 0, D, rtol=cfg.cg_rtol, maxiter=cfg.cg_iters)
@@ -144,9 +144,10 @@ def solve_layer(W: torch.Tensor, H: torch.Tensor, H_tasks: List[torch.Tensor], p
 
 
 def task_problem(H_i: torch.Tensor, cfg: MOSPConfig):
-    """(A_i, x_i) of stage 2: ALPS's ridge with γ_i, then its column normalisation."""
+    """(A_i, x_i, (A_i + ρI)⁻¹) of stage 2: ALPS's ridge with γ_i, its column normalisation, one Cholesky."""
     ridge = cfg.gamma if cfg.gamma_rule == "trace_over_d" else cfg.gamma * H_i.shape[0]
-    return ridge_normalize(H_i, ridge)
+    A, x = ridge_normalize(H_i, ridge)
+    return A, x, cholesky_inverse(A, cfg.stage2_rho)
 
 
 def assemble(shared: torch.Tensor, tasks: List[torch.Tensor], core: torch.Tensor, x: torch.Tensor,

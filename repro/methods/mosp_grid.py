@@ -106,7 +106,7 @@ class _Pass:
         for full, lin, st, target in items:
             Hs = st.derived(("mosp_tasks", mode), lambda s: task_hessians(s, mode))
             prob = st.derived(("mosp_shared", mcfg.ridge), lambda s: Normalized.of(sum(Hs), mcfg.ridge))
-            tprobs = st.derived(("mosp_task_problems", mcfg.gamma, mcfg.gamma_rule),
+            tprobs = st.derived(("mosp_task_problems", mcfg.gamma, mcfg.gamma_rule, mcfg.stage2_rho),
                                 lambda s: [task_problem(H, mcfg) for H in Hs])
             W = lin.weight.data
             pat = layer_pattern(W.numel(), target, self.cfg.pattern)
