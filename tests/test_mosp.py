@@ -223,3 +223,32 @@ def test_bad_input_fails_before_loading(tmp_path):
         preflight(compose_run(*OFFLINE, "score=mosp", "~objectives"))
     with pytest.raises(ConfigError, match="score.name"):
         preflight(compose_run(*OFFLINE, "score=dsnot", "+objectives=c4_gsm8k"))
+
+
+def _mo_record(score, ppl, model="llama2-7b", sparsity=0.5):
+    return {"identity": f"{score}-{model}", "status": "ok", "run_dir": f"/r/{score}", "finished_at": "x",
+            "config": {"model": {"name": model, "seqlen": None}, "score": {"name": score},
+                       "allocation": {"name": "uniform"}, "recovery": {"name": "none"},
+                       "pattern": {"name": "unstructured", "n": 0, "m": 0}, "sparsity": sparsity, "seed": 0,
+                       "calib": {"nsamples": 128, "seqlen": None, "seed": 0},
+                       "eval": {"ppl": {"seqlen": None, "max_windows": None}},
+                       "objectives": {"domains": [{"name": "c4"}, {"name": "gsm8k"}], "standins": False,
+                                      "hv_factor": 1.1}},
+            "metrics": {"pareto": {"domains": ["c4", "gsm8k"], "preferences": [[1, 0], [0, 1]], "ppl": ppl}},
+            "timings": {"prune_s": 3600.0}, "memory": {"peak_rss_gib": 1.0}}
+
+
+def test_collector_hypervolume_uses_the_sparsegpt_reference():
+    from repro.collect.compare import build_paper
+    from repro.collect.render import paper_markdown
+
+    recs = [_mo_record("sparsegpt", [[10, 20], [15, 12]]), _mo_record("mosp", [[9, 18], [14, 11]])]
+    res = build_paper("mosp", recs)
+    ref = [16.5, 22.0]                                           # 1.1 × SparseGPT's worst per domain
+    cell = res.tables["hv_two"].cell("MOSP", "llama2-7b / 50%")
+    assert cell.mean == pytest.approx(hypervolume([[9, 18], [14, 11]], ref))
+    assert cell.mean == pytest.approx((16.5 - 9) * (22 - 18) + (16.5 - 14) * (18 - 11))
+    assert res.tables["hv_two"].cell("SparseGPT (Ext. 1)", "llama2-7b / 50%").mean == pytest.approx(
+        hypervolume([[10, 20], [15, 12]], ref))
+    md = paper_markdown(res)
+    assert "Pareto fronts" in md and "16.50/22.00" in md
