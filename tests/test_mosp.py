@@ -192,6 +192,7 @@ def test_mosp_run_stores_once_and_assembles_without_data(tmp_path):
     p = rec["metrics"]["pareto"]
     assert p["domains"] == ["c4", "gsm8k"] and len(p["preferences"]) == 5 and len(p["ppl"][0]) == 2
     assert all(abs(s - 0.5) < 1e-3 for s in p["sparsity"])
+    assert "ppl" not in rec["metrics"]        # many models: never a single-objective table cell
     assert rec["config"]["score"]["mapping"] == "power" and rec["config"]["objectives"]["propagate"] == "shared"
     store = MospStore(tmp_path / "runs" / rec["identity"] / "mosp")
     assert json.loads((store.path / "manifest.json").read_text())["domains"] == ["c4", "gsm8k"]

@@ -117,7 +117,7 @@ class _Pass:
 
     def after_block(self, ctx, outputs) -> None:
         if self.store is not None:
-            self.store.save_block(ctx.index, self._solutions)
+            self.store.save_block(ctx.index, self._solutions, next(iter(ctx.linears.values())).weight.dtype)
             self._solutions = {}
             return
         for rel in ctx.linears:
@@ -218,8 +218,8 @@ def run_preference_grid(run, record: dict, model, tokenizer, adapter, seqlen: in
     if obj.hv_reference is not None:
         pareto.update(hv=hypervolume(rows, obj.hv_reference), hv_reference=list(obj.hv_reference),
                       hv_rule="explicit (objectives.hv_reference)")
-    record["metrics"]["pareto"] = pareto
-    record["metrics"]["ppl"] = {n: min(r[i] for r in rows) for i, n in enumerate(names)}    # best per domain
+    pareto["best"] = {n: min(r[i] for r in rows) for i, n in enumerate(names)}
+    record["metrics"]["pareto"] = pareto      # no `metrics.ppl`: these are not one model's (single-objective) cells
     record["prune"] = {"score": cfg.score.name, "kind": "mosp" if is_mosp else ("extension1" if scorer.prunes
                        else "dense"), "preferences": len(prefs), "propagate": obj.propagate,
                        "task_hessian": obj.task_hessian, "store": str(store.path) if store else None,

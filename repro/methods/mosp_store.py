@@ -6,7 +6,8 @@ preference's model is assembled from it without data and without re-pruning:
     store = MospStore(Path(record["run_dir"]) / "mosp")
     store.apply(model, adapter, preference=[0.3, 0.7])     # W_λ into every prunable linear, in place
 
-Weights are stored bit-packed: the keep-mask (`np.packbits`, row-major) and the kept values in fp32.
+Weights are stored bit-packed: the keep-mask (`np.packbits`, row-major) and the kept values in the model's weight
+dtype (fp16 for the papers' models: the assembled linears are cast to it anyway).
 """
 from __future__ import annotations
 
@@ -25,17 +26,17 @@ from repro.methods.mosp import LayerSolution, assemble, map_preference
 MANIFEST = "manifest.json"
 
 
-def pack(W: torch.Tensor) -> dict:
+def pack(W: torch.Tensor, dtype: torch.dtype = torch.float32) -> dict:
     keep = W != 0
     return {"shape": list(W.shape), "mask": torch.from_numpy(np.packbits(keep.cpu().numpy().reshape(-1))),
-            "values": W[keep].to(torch.float32).cpu()}
+            "values": W[keep].to(dtype).cpu()}
 
 
 def unpack(d: dict) -> torch.Tensor:
     n = int(np.prod(d["shape"]))
     keep = torch.from_numpy(np.unpackbits(d["mask"].numpy())[:n].astype(bool)).reshape(d["shape"])
     W = torch.zeros(d["shape"], dtype=torch.float32)
-    W[keep] = d["values"]
+    W[keep] = d["values"].to(torch.float32)
     return W
 
 
@@ -46,9 +47,10 @@ class MospStore:
     def block_file(self, index: int) -> Path:
         return self.path / f"block_{index:04d}.pt"
 
-    def save_block(self, index: int, solutions: Dict[str, LayerSolution]) -> None:
+    def save_block(self, index: int, solutions: Dict[str, LayerSolution], dtype=torch.float32) -> None:
+        """Values in `dtype` (the model's weight dtype: what the linears will hold anyway)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        data = {name: {"shared": pack(s.shared), "tasks": [pack(t) for t in s.tasks],
+        data = {name: {"shared": pack(s.shared, dtype), "tasks": [pack(t, dtype) for t in s.tasks],
                        "core": pack(s.core.to(torch.float32)), "x": s.x.to(torch.float32).cpu()}
                 for name, s in solutions.items()}
         torch.save(data, self.block_file(index))
