@@ -253,3 +253,5 @@ def test_collector_hypervolume_uses_the_sparsegpt_reference():
         hypervolume([[10, 20], [15, 12]], ref))
     md = paper_markdown(res)
     assert "Pareto fronts" in md and "16.50/22.00" in md
+    from repro.collect.pareto import figures
+    assert len(figures(res.fronts)) == 1

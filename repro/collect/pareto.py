@@ -76,7 +76,8 @@ def fronts(records: list) -> dict:
         entry = {"points": p["ppl"], "front": p.get("front") or pareto_front(p["ppl"]),
                  "preferences": p["preferences"], "hv": hv.get("value"), "reference": hv.get("reference"),
                  "domains": p["domains"], "run_dir": r.get("run_dir"),
-                 "prune_s": (r.get("timings") or {}).get("prune_s"), "total_s": (r.get("timings") or {}).get("total_s"),
+                 "prune_s": (r.get("timings") or {}).get("prune_s"), "models_s": (r.get("timings") or {}).get("models_s"),
+                 "total_s": (r.get("timings") or {}).get("total_s"),
                  "peak_rss_gib": (r.get("memory") or {}).get("peak_rss_gib")}
         key = (cfg["model"]["name"], tuple(p["domains"]), bool(obj.get("standins")))
         if cfg["score"]["name"] == "dense":
@@ -102,19 +103,21 @@ def markdown(fr: dict) -> str:
         return ""
     out = ["## Pareto fronts (multi-objective runs)", "",
            f"Hypervolume of each method's preference models; {REFERENCE_RULE}. Lower perplexity is better, larger "
-           "HV is better; `*` marks a model on the method's own Pareto front.", ""]
+           "HV is better; `*` marks a model on the method's own Pareto front. pass s: the one calibration pass "
+           "(MOSP: every stage); models s: building all preference models (MOSP: assembly; Extension 1: "
+           "pruning on H_λ); total s: the whole run, evaluation included.", ""]
     for label, methods in sorted(fr.items()):
         domains = next(iter(methods.values()))["domains"]
         out += [f"### {label}", "", "| method | HV | reference | preferences → " + " / ".join(domains)
-                + " perplexity | prune s | total s | peak RSS GiB |", "|---|---|---|---|---|---|---|"]
+                + " perplexity | pass s | models s | total s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|"]
         for m, e in sorted(methods.items()):
             pts = "; ".join(("*" if i in e["front"] else "") + "/".join(f"{v:.2f}" for v in pt)
                             for i, pt in enumerate(e["points"]))
             hv = "" if e["hv"] is None else f"{e['hv']:.4g}"
             ref = "" if e["reference"] is None else "/".join(f"{v:.2f}" for v in e["reference"])
-            num = [("" if e[k] is None else f"{e[k]:.1f}") for k in ("prune_s", "total_s")]
+            num = [("" if e[k] is None else f"{e[k]:.1f}") for k in ("prune_s", "models_s", "total_s")]
             mem = "" if e["peak_rss_gib"] is None else f"{e['peak_rss_gib']:.2f}"
-            out.append(f"| {m} | {hv} | {ref} | {pts} | {num[0]} | {num[1]} | {mem} |")
+            out.append(f"| {m} | {hv} | {ref} | {pts} | {' | '.join(num)} | {mem} |")
         out.append("")
     return "\n".join(out) + "\n"
 
