@@ -203,6 +203,11 @@ def test_mosp_run_stores_once_and_assembles_without_data(tmp_path):
     for n, lin in adapter.all_linears(model).items():
         assert torch.equal(lin.weight.data, layers[n][1][1])    # one-hot: that task's weights, from disk
         assert kept[n] == lin.weight.numel() // 2
+    from repro.methods.mosp_store import assemble_main
+    assemble_main([str(store.path.parent), "--preference", "0.3,0.7", "--out", str(tmp_path / "m")])
+    assert (tmp_path / "m" / "config.json").is_file()
+    with pytest.raises(ConfigError, match="--preference"):
+        assemble_main([str(store.path.parent), "--preference", "0.3,0.6", "--out", str(tmp_path / "m2")])
 
 
 def test_bad_input_fails_before_loading(tmp_path):

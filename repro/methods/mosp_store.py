@@ -84,3 +84,38 @@ class MospStore:
 
 def layer_pattern_of(meta: dict, numel: int) -> Pattern:
     return layer_pattern(numel, meta["sparsity"], SimpleNamespace(**meta["pattern"]))
+
+
+def assemble_main(argv=None) -> None:
+    """`python -m repro.methods.mosp_store <run_dir> --preference 0.3,0.7 --out DIR`: the preference's model,
+    assembled from a finished MOSP run's store (no data, no pruning), saved with `save_pretrained`."""
+    import argparse
+
+    from repro.config import ConfigError, load_run_config
+    from repro.models.adapter import adapter_for
+    from repro.models.loading import load_model
+    from repro.record import read_record
+
+    p = argparse.ArgumentParser(prog="python -m repro.methods.mosp_store", description=assemble_main.__doc__)
+    p.add_argument("run_dir")
+    p.add_argument("--preference", required=True, help="comma-separated λ, one per domain, summing to 1")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    record = read_record(Path(args.run_dir))
+    store = MospStore(Path(args.run_dir) / "mosp")
+    meta = store.manifest()
+    lam = [float(v) for v in args.preference.split(",")]
+    if len(lam) != len(meta["domains"]) or min(lam) < 0 or abs(sum(lam) - 1) > 1e-6:
+        raise ConfigError("--preference", args.preference, f"{len(meta['domains'])} non-negative weights summing "
+                          f"to 1 (domains: {', '.join(meta['domains'])})")
+    run = load_run_config(record["config"])
+    model, tokenizer = load_model(run.model, seed=run.seed)
+    store.apply(model, adapter_for(model), lam)
+    model.save_pretrained(args.out)
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(args.out)
+    print(f"preference {lam} of {args.run_dir} -> {args.out}")
+
+
+if __name__ == "__main__":
+    assemble_main()
