@@ -68,7 +68,7 @@ def extension1_model(scorer, cb, linears: dict, lam, targets: dict, pattern, per
         for n in block_names:
             st = cb.kept_stats.get(n)
             if st is not None and id(st) not in weighted:
-                weighted[id(st)] = st.weighted(lam, per_token)
+                weighted[id(st)] = st.weighted(lam, per_token).to(linears[n].weight.device)
             items.append((n, linears[n], weighted.get(id(st)), targets[n]))
         prune_items(scorer, items, pattern)
 
@@ -92,11 +92,11 @@ class _Pass:
         if self.store is not None:
             self._mosp(items)
             return
-        for full, _, st, _ in items:
-            self.kept_stats[full] = st
         self.block_items.append((ctx.index, [i[0] for i in items]))
         if self.cfg.objectives.propagate == "shared" and self.scorer.prunes:
             prune_items(self.scorer, items, self.cfg.pattern)      # the pooled statistics: λ = (1/m, …, 1/m)
+        for full, _, st, _ in items:
+            self.kept_stats[full] = st.to("cpu")                   # kept for every λ (host memory)
 
     def _mosp(self, items) -> None:
         from repro.methods.alps import Normalized, layer_pattern
@@ -119,13 +119,6 @@ class _Pass:
         if self.store is not None:
             self.store.save_block(ctx.index, self._solutions, next(iter(ctx.linears.values())).weight.dtype)
             self._solutions = {}
-            return
-        for rel in ctx.linears:
-            st = self.kept_stats[ctx.full_name(rel)]
-            st.cache.clear()
-            for p in st.parts:
-                for acc in p._acc.values():
-                    acc.value = acc.value.cpu() if acc.value is not None else None
 
 
 def _domain_data(run, record, tokenizer, seqlen, needs_calib: bool):

@@ -148,6 +148,16 @@ class LayerStats:
             out._acc[kind] = _Fixed(total)
         return out
 
+    def to(self, device) -> "LayerStats":
+        """Move the accumulated values (and every domain's) to `device`, in place; drops derived quantities."""
+        self.cache.clear()
+        for acc in self._acc.values():
+            if acc.value is not None:
+                acc.value = acc.value.to(device)
+        for part in self.parts:
+            part.to(device)
+        return self
+
     def derived(self, key: str, compute: Callable[["LayerStats"], object]):
         """`compute(self)` once per key; linears sharing these statistics share the result."""
         if key not in self.cache:
