@@ -365,8 +365,9 @@ def load_run_config(cfg: DictConfig | dict) -> RunConfig:
     if "objectives_budget" in cfg:       # env=offline: stand-ins and a short grid, only for multi-objective runs
         budget = cfg.objectives_budget
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "objectives_budget"])
-        if cfg.get("objectives") is not None:
-            cfg.objectives = OmegaConf.merge(cfg.objectives, budget)
+        if cfg.get("objectives") is not None:   # fills what the user left unset (null / false) only
+            cfg.objectives = OmegaConf.merge(cfg.objectives, {k: v for k, v in budget.items()
+                                                              if cfg.objectives.get(k) in (None, False)})
     run: RunConfig = _structured_merge(RunConfig, cfg, "")
     run.score = validate_method_node("score", run.score)
     run.allocation = validate_method_node("allocation", run.allocation)
