@@ -150,6 +150,7 @@ class AdmmResult:
     iterations: int
     rho: float
     restarts: int
+    last: Optional[Tensor] = None  # the last primal iterate before the final projection
 
 
 def admm_support(A: Tensor, eig: EigenInverse, rhs: Tensor, B0: Tensor, pat: Pattern,
@@ -210,7 +211,7 @@ def admm_support(A: Tensor, eig: EigenInverse, rhs: Tensor, B0: Tensor, pat: Pat
         inv = eig.inverse(rho, A.device)
         if it >= sched.switch_iter and s / k < 0.0003:
             break
-    return AdmmResult(project(B, pat), D, Dc if with_core else None, it + 1, rho, restarts)
+    return AdmmResult(project(B, pat), D, Dc if with_core else None, it + 1, rho, restarts, B)
 
 
 # ---------------------------------------------------------------- MOSP stage 2: fixed ρ, one Cholesky

@@ -125,7 +125,7 @@ def solve_layer(W: torch.Tensor, H: torch.Tensor, H_tasks: List[torch.Tensor], p
     B0, rhs = prob.target(W)
     res = admm_support(prob.A, prob.eig, rhs, B0, pat, cfg.schedule, core_pat=cpat)
     core = res.core != 0
-    B = project_with_core(res.B, pat, core)
+    B = project_with_core(res.last, pat, core)       # P_{k,S_c} of the last iterate (= ALPS's P_k when S_c ⊆ it)
     if cfg.refine_shared and cfg.cg_iters:
         B = cg_batch(prob.A, rhs, B != 0, B, rtol=cfg.cg_rtol, maxiter=cfg.cg_iters)
     shared = prob.unscale(B)
@@ -139,7 +139,8 @@ def solve_layer(W: torch.Tensor, H: torch.Tensor, H_tasks: List[torch.Tensor], p
         if cfg.cg_iters:
             D = cg_batch(A_i, rhs_i, D != 0, D, rtol=cfg.cg_rtol, maxiter=cfg.cg_iters)
         tasks.append(D.t() / x_i)
-    report = {"iterations": res.iterations, "rho": res.rho, "restarts": res.restarts, "core": int(core.sum())}
+    report = {"iterations": res.iterations, "rho": res.rho, "restarts": res.restarts, "core": int(core.sum()),
+              "core_outside_pk": int((core & (res.B == 0)).sum())}      # S_c not inside ALPS's P_k(B)
     return LayerSolution(shared, tasks, core.t().contiguous(), prob.x, report)
 
 

@@ -229,4 +229,5 @@ def _summary(reports: dict) -> dict:
     its = [r["iterations"] for r in reports.values()]
     return {"linears": len(its), "admm_iterations_mean": sum(its) / len(its), "admm_iterations_max": max(its),
             "restarts": sum(r["restarts"] for r in reports.values()),
-            "core_weights": sum(r["core"] for r in reports.values())}
+            "core_weights": sum(r["core"] for r in reports.values()),
+            "core_outside_alps_pk": sum(r["core_outside_pk"] for r in reports.values())}
