@@ -260,3 +260,21 @@ def test_collector_hypervolume_uses_the_sparsegpt_reference():
     assert "Pareto fronts" in md and "16.50/22.00" in md
     from repro.collect.pareto import figures
     assert len(figures(res.fronts)) == 1
+
+
+def test_domain_sources_and_stand_ins():
+    from repro.config import CalibConfig, DomainConfig
+    from repro.data.domains import calib_config, test_source
+    from repro.data.sources import HUB, load_rows
+
+    gsm = DomainConfig("gsm8k")
+    cal = calib_config(gsm, CalibConfig(nsamples=4), standins=True)
+    assert cal.name == "gsm8k" and cal.local_path.endswith("gsm8k-standin-train.jsonl")
+    name, src = test_source(gsm, standins=True)
+    rows = load_rows("gsm8k_test", src.local_path)
+    assert name == "gsm8k" and "\n#### " in rows[0] and rows[0].split("\n")[0].endswith("?")   # question\nanswer
+    assert calib_config(DomainConfig("c4"), CalibConfig(), standins=True).name == "local_text"
+    assert test_source(DomainConfig("c4"), standins=False)[0] == "c4"
+    assert calib_config(gsm, CalibConfig(), standins=False).local_path is None          # the hub
+    assert (HUB["gsm8k_test"].path, HUB["gsm8k_test"].name, HUB["gsm8k_test"].split) == ("openai/gsm8k", "main", "test")
+    assert HUB["code_test"].split == "train[90%:]" and HUB["code_train"].split == "train[:90%]"
