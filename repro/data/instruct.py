@@ -143,6 +143,12 @@ def load_rows(cfg: InstructDataConfig, rows: Optional[str] = None):
     return ds
 
 
+def format_prompt(row: dict, cfg: InstructDataConfig) -> str:
+    """format=alpaca: the prompt of a row (`prompt_template`, or `prompt_template_no_input` for an empty input)."""
+    template = cfg.prompt_template if str(row.get("input") or "").strip() else cfg.prompt_template_no_input
+    return template.format(instruction=row["instruction"], input=row.get("input") or "")
+
+
 def tokenize_example(row: dict, cfg: InstructDataConfig, tokenizer) -> dict:
     """input_ids / attention_mask / labels of one row (labels -100 where no loss is taken)."""
     eos = tokenizer.eos_token_id
@@ -154,9 +160,7 @@ def tokenize_example(row: dict, cfg: InstructDataConfig, tokenizer) -> dict:
             ids = ids + [eos]
             labels = labels + [eos if cfg.eos_in_loss else -100]
     else:
-        template = cfg.prompt_template if str(row.get("input") or "").strip() else cfg.prompt_template_no_input
-        prompt = template.format(instruction=row["instruction"], input=row.get("input") or "")
-        p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        p_ids = tokenizer(format_prompt(row, cfg), add_special_tokens=True)["input_ids"]
         c_ids = tokenizer(" " + row["output"], add_special_tokens=False)["input_ids"]
         ids = (p_ids + c_ids)[:cfg.max_length]
         labels = ([-100] * len(p_ids) + c_ids)[:cfg.max_length]

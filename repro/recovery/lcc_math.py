@@ -1,38 +1,106 @@
-"""Pure math for RestoreLCC (recovery=restorelcc; reference zijian678/restorelcc, see
+"""Pure math for RestoreLCC (recovery=restorelcc; reference zijian678/restorelcc@b1a8e09, research note
 /work/shared/research/losa_restorelcc.md §2-§3). No model code here.
 
 - `lost_basis(delta_z, k)`: per-head SVD of dZ = Z_dense - Z_pruned (n samples x d_h, the head's slice of the
-  o_proj input at the last prompt token); returns the top-k right singular vectors V (k x d_h) and the lost
-  component = mean over samples of the projection of dZ onto span(V). k: paper K=1, reference code k=10.
-- `pair_split(n_pairs, train_frac, seed)`: pair-preserving 70/30 split for contrastive probing (a positive and its
-  negative never fall on different sides). Seed 42 as the reference.
+  o_proj input at the last prompt token). Returns all right singular vectors V (d_h x d_h; rows L2-normalised,
+  zero rows when n < d_h, as utils/components.py `obtain_main_components`) and the lost component
+  sum_{i<k} mean_n(U[n,i]) S_i V_i = the mean over samples of the projection of dZ onto the top-k directions
+  (k: paper K=1, reference code k=10). Float64 SVD (the reference: float32 SVD of fp16 activations, result .half()).
+- `pair_split(n_pairs, val_fraction, seed)`: the pair-preserving split of the probes. Same indices as the reference's
+  `sklearn.model_selection.train_test_split(range(n), test_size=0.3, random_state=42)` (numpy RandomState
+  permutation; the first ceil(0.3 n) are validation), re-expressed so sklearn is not a dependency.
+- `hard_negatives(emb)`: for every row, the index of the most cosine-similar OTHER row (the reference's SBERT hard
+  negatives: cosine matrix, diagonal -1, first argmax). `word_counts(texts)`: bag-of-words vectors for the offline
+  lexical stand-in.
+- `train_probes(pos, neg, train_idx, val_idx, ...)`: one Linear(2 d_h -> 1) + sigmoid + BCE probe per head, Adam,
+  full batch, all heads at once (each head's loss is summed, so each probe gets exactly its own gradient and its own
+  Adam moments, as separate probes would); returns each head's validation accuracy (threshold 0.5).
 - `select_heads(val_acc, top)`: top-K heads by probing validation accuracy, K a count or a fraction
   (ConfigError `recovery.top_heads` when more heads are asked than exist).
+- `compensation(v, beta, b)`: c = V^T beta + b per head (modeling_llama.py:376-407).
 - `fold_bias(w_o, comps, head_dim)`: export of the compensation c_h (one d_h vector per selected head, added to
   that head's slice of the o_proj input) as an o_proj bias b_o = W_O . concat(c); heads not selected get 0.
 """
 from __future__ import annotations
 
+import math
+import re
+
+import numpy as np
 import torch
 
 
 def lost_basis(delta_z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k right singular vectors (k x d_h) of delta_z (n x d_h) and the mean projection onto them (d_h)."""
-    if not 1 <= k <= delta_z.shape[1]:
-        raise ValueError(f"k={k} must be in [1, head_dim={delta_z.shape[1]}]")
+    """(V: d_h x d_h right singular vectors, rows normalised, zero-padded; lost component: d_h) of delta_z (n x d_h)."""
+    n, d = delta_z.shape
+    if not 1 <= k <= d:
+        raise ValueError(f"k={k} must be in [1, head_dim={d}]")
     dz = delta_z.double()
-    _, _, vh = torch.linalg.svd(dz, full_matrices=False)
-    v = vh[:k]                                   # k x d_h, orthonormal rows
-    lost = (dz @ v.T @ v).mean(dim=0)            # mean of the per-sample projections
+    u, s, vh = torch.linalg.svd(dz, full_matrices=False)       # vh: min(n, d) x d
+    kk = min(k, vh.shape[0])
+    lost = ((u[:, :kk].mean(0) * s[:kk])[:, None] * vh[:kk]).sum(0)
+    v = torch.zeros(d, d, dtype=torch.float64)
+    v[:vh.shape[0]] = vh
+    v = torch.nn.functional.normalize(v, dim=-1)
     return v.to(delta_z.dtype), lost.to(delta_z.dtype)
 
 
-def pair_split(n_pairs: int, train_frac: float = 0.7, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the pairs in the train and validation sides (each pair = one positive + its negative)."""
+def pair_split(n_pairs: int, val_fraction: float = 0.3, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) pair indices, as sklearn's train_test_split(range(n), test_size=val_fraction,
+    random_state=seed): a positive and its negative always fall on the same side."""
+    n_val = math.ceil(val_fraction * n_pairs)
+    perm = np.random.RandomState(seed).permutation(n_pairs)
+    return perm[n_val:], perm[:n_val]
+
+
+def hard_negatives(emb: torch.Tensor) -> torch.Tensor:
+    """Index of the most cosine-similar other row of `emb` (n x e), first maximum on ties."""
+    e = torch.nn.functional.normalize(emb.double(), dim=-1)
+    sim = e @ e.T
+    sim.fill_diagonal_(-1.0)
+    return sim.argmax(dim=1)
+
+
+def word_counts(texts: list[str]) -> torch.Tensor:
+    """Bag-of-words count vectors (n x vocabulary) over lower-cased \\w+ tokens."""
+    toks = [re.findall(r"\w+", t.lower()) for t in texts]
+    vocab = {w: i for i, w in enumerate(sorted({w for ts in toks for w in ts}))}
+    out = torch.zeros(len(texts), max(len(vocab), 1))
+    for r, ts in enumerate(toks):
+        for w in ts:
+            out[r, vocab[w]] += 1
+    return out
+
+
+def train_probes(pos: torch.Tensor, neg: torch.Tensor, train_idx, val_idx, epochs: int = 200, lr: float = 0.01,
+                 seed: int = 42) -> torch.Tensor:
+    """Validation accuracy of one logistic probe per head. pos/neg: (heads, n_pairs, 2 d_h) features of the
+    positive and negative member of each pair (label 1 / 0). Init as nn.Linear (U(+-1/sqrt(fan_in)))."""
+    heads, _, dim = pos.shape
+    tr, va = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
+    x_tr = torch.cat([pos[:, tr], neg[:, tr]], dim=1).float()
+    y_tr = torch.cat([torch.ones(len(tr)), torch.zeros(len(tr))]).expand(heads, -1)
+    x_va = torch.cat([pos[:, va], neg[:, va]], dim=1).float()
+    y_va = torch.cat([torch.ones(len(va)), torch.zeros(len(va))])
     g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n_pairs, generator=g)
-    n_train = int(round(train_frac * n_pairs))
-    return perm[:n_train], perm[n_train:]
+    bound = 1.0 / math.sqrt(dim)
+    init = (torch.rand(heads, dim + 1, generator=g) * 2 - 1) * bound       # row h = [w_h, b_h]
+    w, b = init[:, :dim].clone().requires_grad_(), init[:, dim].clone().requires_grad_()
+    opt = torch.optim.Adam([w, b], lr=lr)
+    bce = torch.nn.BCELoss(reduction="none")
+    for _ in range(epochs):
+        opt.zero_grad()
+        p = torch.sigmoid(torch.einsum("hnd,hd->hn", x_tr, w) + b[:, None])
+        bce(p, y_tr).mean(dim=1).sum().backward()       # sum over heads of each head's mean loss
+        opt.step()
+    with torch.no_grad():
+        p = torch.sigmoid(torch.einsum("hnd,hd->hn", x_va, w) + b[:, None])
+        return ((p >= 0.5).float() == y_va).float().mean(dim=1)
+
+
+def compensation(v: torch.Tensor, beta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """c = V^T beta + b for each head: v (h, d, d), beta and b (h, d) -> (h, d)."""
+    return torch.einsum("hij,hi->hj", v, beta) + b
 
 
 def fold_bias(w_o: torch.Tensor, comps: dict[int, torch.Tensor], head_dim: int) -> torch.Tensor:

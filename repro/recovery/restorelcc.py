@@ -1,47 +1,320 @@
-"""RestoreLCC (recovery=restorelcc) — PARTIAL: activation capture only (reference zijian678/restorelcc).
+"""RestoreLCC (recovery=restorelcc): lost-component compensation of a pruned LLaMA (Zhang et al., NeurIPS 2025).
 
-`capture_head_inputs(model, input_ids, attention_mask)`: each attention head's slice of the o_proj INPUT at the last
-prompt token (last non-padding position), per layer: {layer: tensor (n, n_heads, head_dim)}. Forward pre-hooks on
-o_proj, owned by a context manager that removes them in `finally`.
+    repro run score=wanda sparsity=0.5 recovery=restorelcc                       # sbert negatives (needs the model)
+    repro run model=smollm2-135m env=offline score=wanda sparsity=0.5 recovery=restorelcc   # offline stand-ins
 
-Not built yet (see experiments/restorelcc/NOTES.md): head probing, compensation training, folding, the Recovery
-class, its config and preflight. The math lives in repro/recovery/lcc_math.py.
+Reference: zijian678/restorelcc@b1a8e09 (RestoreLCC_train.py, models/modeling_llama.py:258-269, 376-407,
+utils/components.py), read and re-expressed; research note losa_restorelcc.md §2. Steps:
+1. Head identification (repro/recovery/lcc_probe.py): per-head lost components of the pruned vs the dense model and
+   contrastive probes, ranked by validation accuracy; the top `top_heads` (count or fraction) are selected.
+2. Compensation: for every selected head c = V^T beta + b (V = all d_h SVD directions of that head's dZ, frozen;
+   beta, b trained, init N(0, init_std=1e-3)), added to the head's slice of the o_proj input at every token (a
+   forward pre-hook owned by `compensate`, removed in `finally`). Trained with repro.recovery.training.fine_tune
+   (transformers Trainer), response-only loss (data.format=alpaca), base weights frozen.
+3. Export: c is constant, so it is folded into an o_proj bias b_o = W_O · concat(c) (the paper's inference merge;
+   the reference code keeps the runtime add). The linear weights are untouched (their zeros stay exactly), the
+   record holds the folded-vs-runtime logit difference. `save_model: true` writes the folded model to
+   `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
+   zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
+
+Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, beta, b, c)
+and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
+The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
+top_heads or lr reuses it.
+
+Deviations (also experiments/restorelcc/NOTES.md): activations in the model's dtype and batched with right padding
+(reference: fp16, one sample at a time, pyvene); float64 SVD; probes trained together with seeded nn.Linear-style
+init (reference: global RNG); stable tie order for equal accuracies (reference: torch.topk); head index layer*H + h
+(reference: layer*L + h, wrong when L != H); the compensation parameters are fp32 with bf16 autocast on GPU
+(reference: bf16 parameters); no `[PAD]` token is added (the reference adds one and resizes the embeddings); no
+`set_detect_anomaly`; only task=alpaca (BoolQ/RTE/ARC task-specific recovery not built); negatives=lexical is an
+offline stand-in for SBERT; LLaMA-architecture models only (model_type llama).
 """
 from __future__ import annotations
 
+import json
+import logging
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
+
+from repro.config import ConfigError, check_choice, check_range
+from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data, load_rows
+from repro.methods.base import MethodConfig
+from repro.recovery.base import Recovery
+from repro.recovery.lcc_math import compensation, fold_bias, n_selected, select_heads
+from repro.recovery.lcc_probe import capture_head_inputs, head_dim_of, o_proj_pre_hooks, probe_heads  # noqa: F401
+from repro.recovery.training import TrainingConfig, fine_tune
+from repro.registry import register
+
+log = logging.getLogger(__name__)
+TASKS = ("alpaca",)            # label mappings built; boolq/rte/arc_easy/arc_challenge: not yet
+ARCHS = ("llama",)
+
+
+def _training() -> TrainingConfig:     # RestoreLCC_train.py:216-233 + train.sh (see conf/recovery/restorelcc.yaml)
+    return TrainingConfig(learning_rate=1e-3, epochs=3, per_device_batch=8, grad_accum=1, warmup_ratio=0.0,
+                          weight_decay=0.0, max_grad_norm=1.0, lr_scheduler="linear", optim="adamw_torch",
+                          group_by_length=False, logging_steps=10, eval_each_epoch=True, seed=42)
+
+
+def _data() -> InstructDataConfig:
+    return InstructDataConfig(path="tatsu-lab/alpaca", format="alpaca", subset=2000, val_fraction=0.0, seed=42,
+                              max_length=500, append_eos=False)
+
+
+@dataclass
+class RestoreLccConfig(MethodConfig):
+    name: str = "restorelcc"
+    task: str = "alpaca"                  # --spec_task
+    top_heads: Any = 256                  # --use_topk_heads (count) or a fraction of all heads
+    k: int = 10                           # components of the probe's lost component (code k=10; paper K=1)
+    negatives: str = "sbert"              # sbert (paper) | lexical (offline stand-in)
+    sbert_model: str = "sentence-transformers/all-MiniLM-L6-v2"   # hub id or local directory
+    probe_samples: int = 1000             # components.py:360-363 (first 1000 Alpaca rows)
+    probe_max_length: int = 512           # components.py:213-220
+    probe_epochs: int = 200               # components.py:305
+    probe_lr: float = 0.01                # components.py:301
+    probe_val_fraction: float = 0.3       # components.py:289
+    probe_seed: int = 42                  # components.py:289
+    capture_batch: int = 8                # ours (reference: one sample at a time)
+    init_std: float = 1e-3                # RestoreLCC_train.py:307-319
+    save_model: bool = False              # write the folded model to <workdir>/model
+    training: TrainingConfig = field(default_factory=_training)
+    data: InstructDataConfig = field(default_factory=_data)
+
+    def __post_init__(self):
+        check_choice("recovery.task", self.task, TASKS)
+        check_choice("recovery.negatives", self.negatives, ("sbert", "lexical"))
+        n_selected(self.top_heads, 1 << 30)                  # type / fraction range; the count is checked later
+        check_range("recovery.k", self.k, lo=1)
+        check_range("recovery.probe_samples", self.probe_samples, lo=4)
+        check_range("recovery.probe_max_length", self.probe_max_length, lo=2)
+        check_range("recovery.probe_epochs", self.probe_epochs, lo=1)
+        check_range("recovery.probe_lr", self.probe_lr, lo=0.0, lo_open=True)
+        check_range("recovery.probe_val_fraction", self.probe_val_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        check_range("recovery.capture_batch", self.capture_batch, lo=1)
+        check_range("recovery.init_std", self.init_std, lo=0.0)
+        if self.data.format != "alpaca":
+            raise ConfigError("recovery.data.format", self.data.format,
+                              "'alpaca' (RestoreLCC needs instruction/input/output rows to build probe pairs)")
+
+
+def known_architecture(model_cfg) -> dict | None:
+    """model_type / layers / heads / head_dim when readable without loading weights (random_init, config.json, a
+    converted GGUF's cached config.json); None otherwise (then checked after loading, before any heavy work)."""
+    from repro.models.loading import _gguf_cache_dir, resolve_gguf
+
+    spec = None
+    if model_cfg.random_init is not None:
+        spec = dict(model_cfg.random_init)
+    else:
+        gguf = resolve_gguf(model_cfg)
+        cfg_json = (_gguf_cache_dir(*gguf) if gguf else Path(model_cfg.path).expanduser()) / "config.json"
+        if cfg_json.is_file():
+            spec = json.loads(cfg_json.read_text())
+    if spec is None or "num_attention_heads" not in spec:
+        return None
+    heads = spec["num_attention_heads"]
+    return {"model_type": spec.get("model_type"), "layers": spec["num_hidden_layers"], "heads": heads,
+            "head_dim": spec.get("head_dim") or spec["hidden_size"] // heads}
+
+
+def check_architecture(arch: dict, cfg: RestoreLccConfig) -> None:
+    if arch["model_type"] not in ARCHS:
+        raise ConfigError("recovery.name", "restorelcc", f"a model of type {', '.join(ARCHS)} "
+                          f"(this one is {arch['model_type']!r}): the o_proj bias fold is LLaMA-specific")
+    n_selected(cfg.top_heads, arch["layers"] * arch["heads"])
+    if cfg.k > arch["head_dim"]:
+        raise ConfigError("recovery.k", cfg.k, f"at most the head dimension ({arch['head_dim']})")
+
+
+def check_negatives(cfg: RestoreLccConfig) -> None:
+    import importlib.util
+
+    from repro.models.loading import is_offline
+
+    if cfg.negatives != "sbert":
+        return
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise ConfigError("recovery.negatives", "sbert", "'lexical' (offline stand-in), or install "
+                          "sentence-transformers (pip install .[restorelcc]) for the paper's SBERT negatives")
+    local = Path(cfg.sbert_model).expanduser()
+    if cfg.sbert_model.startswith((".", "/", "~")) and not local.is_dir():
+        raise ConfigError("recovery.sbert_model", cfg.sbert_model, "an existing sentence-transformers directory")
+    if not local.is_dir() and is_offline():
+        raise ConfigError("recovery.sbert_model", cfg.sbert_model, "a local sentence-transformers directory while "
+                          "HF_HUB_OFFLINE=1, or recovery.negatives=lexical (offline stand-in)")
+
+
+class HeadCompensation(nn.Module):
+    """One layer's learned compensation: c_h = V_h^T beta_h + b_h for its selected heads."""
+
+    def __init__(self, heads: list[int], v: torch.Tensor, n_heads: int, std: float, generator: torch.Generator):
+        super().__init__()
+        self.n_heads = n_heads
+        self.register_buffer("heads", torch.tensor(heads, dtype=torch.long))
+        self.register_buffer("v", v.float())
+        n, d = v.shape[0], v.shape[1]
+        self.beta = nn.Parameter(torch.randn(n, d, generator=generator) * std)
+        self.b = nn.Parameter(torch.randn(n, d, generator=generator) * std)
+
+    def comps(self) -> torch.Tensor:
+        return compensation(self.v, self.beta, self.b)
+
+    def vector(self) -> torch.Tensor:
+        c = self.comps()
+        return torch.zeros(self.n_heads, c.shape[1], device=c.device).index_copy(0, self.heads, c).flatten()
 
 
 @contextmanager
-def o_proj_pre_hooks(model, hook_fn):
-    """Register hook_fn(layer_idx, inputs) as a forward pre-hook on every decoder layer's o_proj; always removed."""
-    handles = []
+def compensate(model, comps: dict[int, HeadCompensation]):
+    """Attach `comps` (layer -> module) as `self_attn.restorelcc` and add their vectors before o_proj; always undone."""
+    layers = model.model.layers
+    for i, m in comps.items():
+        layers[i].self_attn.restorelcc = m
+
+    def add(i, args):
+        if i in comps:
+            return (args[0] + comps[i].vector().to(args[0].dtype),) + tuple(args[1:])
     try:
-        for i, layer in enumerate(model.model.layers):
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
-                lambda mod, args, i=i: hook_fn(i, args)))
-        yield
+        with o_proj_pre_hooks(model, add):
+            yield
     finally:
-        for h in handles:
-            h.remove()
+        for i in comps:
+            del layers[i].self_attn.restorelcc
 
 
 @torch.no_grad()
-def capture_head_inputs(model, input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    last = attention_mask.sum(1) - 1               # right padding: last real token
-    rows = torch.arange(input_ids.shape[0])
-    out: dict[int, torch.Tensor] = {}
+def fold_into_o_proj(model, comps: dict[int, dict[int, torch.Tensor]]) -> int:
+    """o_proj.bias += W_O · concat(c) per layer ({layer: {head: c}}); returns the number of bias entries added."""
+    head_dim = head_dim_of(model.config)
+    added = 0
+    for i, per_head in comps.items():
+        o = model.model.layers[i].self_attn.o_proj
+        b = fold_bias(o.weight.double(), {h: c.double() for h, c in per_head.items()}, head_dim)
+        if o.bias is None:
+            o.bias = nn.Parameter(b.to(o.weight.dtype), requires_grad=False)
+            added += b.numel()
+        else:
+            o.bias += b.to(o.bias.dtype)
+    return added
 
-    def grab(i, args):
-        x = args[0][rows, last]                    # (n, n_heads*head_dim)
-        out[i] = x.reshape(x.shape[0], -1, head_dim).detach().float().cpu()
 
-    with o_proj_pre_hooks(model, grab):
-        model(input_ids=input_ids, attention_mask=attention_mask)
-    return out
+@torch.no_grad()
+def save_folded(model, tokenizer, out: Path) -> None:
+    """Save a folded LLaMA so that plain transformers loads it: attention_bias=True and zero q/k/v biases."""
+    for layer in model.model.layers:
+        a = layer.self_attn
+        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj):
+            if lin.bias is None:
+                lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype,
+                                                    device=lin.weight.device), requires_grad=False)
+    model.config.attention_bias = True
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _save_comps(path: Path, comps: dict[int, HeadCompensation]) -> None:
+    from safetensors.torch import save_file
+
+    state = {}
+    for i, m in comps.items():
+        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.beta": m.beta.detach().cpu().contiguous(),
+                      f"{i}.b": m.b.detach().cpu().contiguous(), f"{i}.c": m.comps().detach().cpu().contiguous()})
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path)
+
+
+def _load_comps(path: Path) -> dict[int, dict[int, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    layers = sorted({int(k.split(".")[0]) for k in state})
+    return {i: dict(zip(state[f"{i}.heads"].tolist(), state[f"{i}.c"])) for i in layers}
+
+
+@register("recovery", "restorelcc", RestoreLccConfig)
+class RestoreLccRecovery(Recovery):
+    def check(self, run) -> None:
+        super().check(run)
+        check_instruction_data(self.cfg.data)
+        check_negatives(self.cfg)
+        arch = known_architecture(run.model)
+        if arch is not None:
+            check_architecture(arch, self.cfg)
+
+    def recover(self, model, tokenizer, run, calib, workdir: Path) -> dict:
+        from repro.stages import resolve
+
+        cfg, workdir = self.cfg, Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        mc = model.config
+        n_layers, n_heads, head_dim = mc.num_hidden_layers, mc.num_attention_heads, head_dim_of(mc)
+        check_architecture({"model_type": mc.model_type, "layers": n_layers, "heads": n_heads, "head_dim": head_dim},
+                           cfg)
+        comp_file, train_file = workdir / "compensation.safetensors", workdir / "training.json"
+        report = {"method": "restorelcc", "data": describe(cfg.data), "heads_total": n_layers * n_heads,
+                  "compensation": str(comp_file)}
+        if comp_file.is_file() and train_file.is_file():
+            log.info("restorelcc: reusing the learned compensation %s", comp_file)
+            stored = json.loads(train_file.read_text())
+            report.update(stored, reused_compensation=True)
+            report["folded_bias_params"] = fold_into_o_proj(model, _load_comps(comp_file))
+        else:
+            stored, (ids, runtime) = self._learn(model, tokenizer, run, resolve(run).prune_id, workdir, comp_file)
+            stored["folded_bias_params"] = fold_into_o_proj(model, _load_comps(comp_file))
+            with torch.no_grad():
+                folded = model(input_ids=ids).logits.double()
+            stored["fold_rel_diff"] = float((folded - runtime).norm() / runtime.norm())
+            train_file.write_text(json.dumps(stored, indent=1))
+            report.update(stored, reused_compensation=False)
+        if cfg.save_model:
+            save_folded(model, tokenizer, workdir / "model")
+            report["saved_model"] = str(workdir / "model")
+        return report
+
+    def _learn(self, model, tokenizer, run, prune_id: str, workdir: Path, comp_file: Path) -> tuple:
+        cfg = self.cfg
+        rows = list(load_rows(cfg.data))
+        probe = probe_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id)
+        n_heads = model.config.num_attention_heads
+        selected = select_heads(probe["val_acc"], cfg.top_heads)
+        by_layer: dict[int, list[int]] = {}
+        for flat in sorted(selected):
+            by_layer.setdefault(flat // n_heads, []).append(flat % n_heads)
+        device = next(model.parameters()).device
+        g = torch.Generator().manual_seed(cfg.training.seed)
+        comps = {i: HeadCompensation(hs, probe["directions"][i, hs], n_heads, cfg.init_std, g).to(device)
+                 for i, hs in by_layer.items()}
+        acc = probe["val_acc"]
+        out = {"probe": {"key": probe["key"], "path": probe["path"], "reused": probe["reused"],
+                         **json.loads(probe["meta"]), "val_acc_mean": float(acc.mean()),
+                         "val_acc_selected_min": float(acc.flatten()[selected].min()),
+                         "val_acc_max": float(acc.max())},
+               "heads_selected": len(selected), "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
+        frozen = {p: p.requires_grad for p in model.parameters()}
+        for p in frozen:
+            p.requires_grad_(False)
+        train, val = load_instruction_data(cfg.data, tokenizer)
+        if len(train) == 0:
+            raise ConfigError("recovery.data.max_length", cfg.data.max_length,
+                              "enough tokens for a prompt and part of its response (every row was truncated away)")
+        check_ids = torch.tensor([train[0]["input_ids"][:16]], device=device)
+        try:
+            with compensate(model, comps):
+                out["trainable_params"] = sum(p.numel() for m in comps.values() for p in m.parameters())
+                out["training"] = fine_tune(model, tokenizer, train, val, cfg.training, workdir, desc="restorelcc")
+                model.eval()
+                with torch.no_grad():
+                    runtime = model(input_ids=check_ids).logits.double()
+        finally:
+            for p, flag in frozen.items():
+                p.requires_grad_(flag)
+        _save_comps(comp_file, comps)
+        return out, (check_ids, runtime)

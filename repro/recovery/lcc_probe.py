@@ -1,0 +1,180 @@
+"""RestoreLCC's head identification (recovery=restorelcc): activations, lost components, contrastive probes, cache.
+
+Re-expressed from zijian678/restorelcc@b1a8e09 utils/components.py (`obtain_act`, `construct_alpaca`,
+`obtain_main_components`, `train_probing_classifier`, `obtain_main_vecs`); no code copied. Math: lcc_math.py.
+
+    probe = probe_heads(model, tokenizer, rows, cfg, run, cache_root)   # {'directions','lost','val_acc',...}
+
+1. Pairs (`probe_pairs`): per row q = the prompt (format=alpaca template), r+ = " " + output, r- = the response of
+   the most similar OTHER row among ALL loaded rows (hard negative), then the first `probe_samples` rows only
+   (reference: negatives over the 2000 rows, probing on the first 1000). Similarity: `negatives=sbert` encodes the
+   responses with sentence-transformers (`sbert_model`, the paper's all-MiniLM-L6-v2); `negatives=lexical` (offline
+   stand-in, NOT the paper's) uses bag-of-words cosine.
+2. Activations (`capture_texts`): each head's slice of the o_proj INPUT at the last token, via forward pre-hooks
+   owned by a context manager (removed in `finally`; the reference uses pyvene). Pruned model (the run's, in
+   memory) on q; dense model (reloaded with `repro.models.loading.load_model(cfg.model, seed=cfg.seed)`, the same
+   weights the run pruned; freed after use, so peak memory is two models) on q, q+r+, q+r-. Texts are tokenised
+   with truncation at `probe_max_length` (512) and batched with right padding (reference: one at a time, fp16).
+3. Per head (flat index layer * H + head; the reference's `i * num_layers` formula is only right when L = H):
+   V, c = lost_basis(Z_dense(q) - Z_pruned(q), k); x = Z_pruned(q) + c; probe features [x ; Z_dense(q+r+)]
+   (label 1) and [x ; Z_dense(q+r-)] (label 0); pair-preserving 70/30 split (seed 42); validation accuracy.
+4. Cache: `<results>/restorelcc_probe/<key>/probe.pt`, key = SHA-256 of the pruned model's prune id and every
+   setting above. The reference's cache key is (base model, task, n) only: it silently reuses one pruned model's
+   heads for another (research note §2.1 step 7); this one does not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from repro.recovery.lcc_math import hard_negatives, lost_basis, pair_split, train_probes, word_counts
+
+log = logging.getLogger(__name__)
+PROBE_VERSION = 1
+PROBE_CHUNK = 256              # heads per probe batch (bounds the feature tensor on 1024-head models)
+
+
+@contextmanager
+def o_proj_pre_hooks(model, hook_fn):
+    """Register hook_fn(layer_idx, inputs) as a forward pre-hook on every decoder layer's o_proj; always removed."""
+    handles = []
+    try:
+        for i, layer in enumerate(model.model.layers):
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+                lambda mod, args, i=i: hook_fn(i, args)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+@torch.no_grad()
+def capture_head_inputs(model, input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
+    """{layer: (n, n_heads, head_dim)} o_proj input at each row's last non-padding token (right padding)."""
+    head_dim = head_dim_of(model.config)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    last = (attention_mask.sum(1) - 1).to(input_ids.device)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    out: dict[int, torch.Tensor] = {}
+
+    def grab(i, args):
+        x = args[0][rows, last]                    # (n, n_heads*head_dim)
+        out[i] = x.reshape(x.shape[0], -1, head_dim).detach().float().cpu()
+
+    with o_proj_pre_hooks(model, grab):
+        model(input_ids=input_ids, attention_mask=attention_mask)
+    return out
+
+
+@torch.no_grad()
+def capture_texts(model, tokenizer, texts: list[str], max_length: int, batch: int) -> torch.Tensor:
+    """(n, layers, heads, head_dim) last-token o_proj inputs of `texts` (each truncated at max_length tokens)."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for s in range(0, len(texts), batch):
+        ids = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts[s:s + batch]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+        acts = capture_head_inputs(model, input_ids, mask)
+        out.append(torch.stack([acts[i] for i in range(len(acts))], dim=1))
+    return torch.cat(out)
+
+
+def response_embeddings(responses: list[str], cfg) -> torch.Tensor:
+    if cfg.negatives == "sbert":
+        from sentence_transformers import SentenceTransformer     # optional: pip install .[restorelcc]
+        encoder = SentenceTransformer(cfg.sbert_model)
+        return torch.as_tensor(encoder.encode(responses, convert_to_numpy=True))
+    return word_counts(responses)
+
+
+def probe_pairs(rows, cfg) -> tuple[list[str], list[str], list[str], dict]:
+    """(prompts, positive texts, negative texts, report) of the first `probe_samples` rows."""
+    from repro.data.instruct import format_prompt
+
+    prompts = [format_prompt(r, cfg.data) for r in rows]
+    responses = [" " + r["output"] for r in rows]
+    neg = hard_negatives(response_embeddings(responses, cfg)).tolist()
+    n = min(cfg.probe_samples, len(rows))
+    pos_t = [prompts[i] + responses[i] for i in range(n)]
+    neg_t = [prompts[i] + responses[neg[i]] for i in range(n)]
+    report = {"negatives": cfg.negatives, "pool": len(rows), "pairs": n}
+    if cfg.negatives == "sbert":
+        report["sbert_model"] = cfg.sbert_model
+    else:
+        report["standin"] = "bag-of-words cosine hard negatives: NOT the paper's SBERT all-MiniLM-L6-v2"
+    return prompts[:n], pos_t, neg_t, report
+
+
+def probe_key(prune_id: str, cfg) -> str:
+    """Cache key: the pruned model's identity + every setting that changes the probes (not top_heads/training)."""
+    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": asdict(cfg.data), "task": cfg.task,
+              "k": cfg.k, "negatives": cfg.negatives,
+              "sbert_model": cfg.sbert_model if cfg.negatives == "sbert" else None,
+              **{f: getattr(cfg, f) for f in ("probe_samples", "probe_max_length", "probe_epochs", "probe_lr",
+                                              "probe_val_fraction", "probe_seed")}}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def head_scores(z_pruned, z_dense, z_pos, z_neg, cfg) -> dict:
+    """Directions (L, H, d, d), lost components (L, H, d) and probe validation accuracy (L, H) from the
+    (n, L, H, d) activations."""
+    n, n_layers, n_heads, d = z_pruned.shape
+    flat = lambda z: z.reshape(n, n_layers * n_heads, d).transpose(0, 1)   # noqa: E731  (heads, n, d)
+    zp, zd, zpos, zneg = flat(z_pruned), flat(z_dense), flat(z_pos), flat(z_neg)
+    dirs, lost = torch.empty(n_layers * n_heads, d, d), torch.empty(n_layers * n_heads, d)
+    for h in range(n_layers * n_heads):
+        dirs[h], lost[h] = lost_basis(zd[h] - zp[h], cfg.k)
+    x = zp + lost[:, None, :]
+    tr, va = pair_split(n, cfg.probe_val_fraction, cfg.probe_seed)
+    acc = torch.empty(n_layers * n_heads)
+    for s in range(0, n_layers * n_heads, PROBE_CHUNK):
+        e = min(s + PROBE_CHUNK, n_layers * n_heads)
+        pos, neg = torch.cat([x[s:e], zpos[s:e]], -1), torch.cat([x[s:e], zneg[s:e]], -1)
+        acc[s:e] = train_probes(pos, neg, tr, va, cfg.probe_epochs, cfg.probe_lr, seed=cfg.probe_seed + s)
+    return {"directions": dirs.reshape(n_layers, n_heads, d, d), "lost": lost.reshape(n_layers, n_heads, d),
+            "val_acc": acc.reshape(n_layers, n_heads), "n_train": len(tr), "n_val": len(va)}
+
+
+def probe_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str) -> dict:
+    """The cached probe of this pruned model (computed and stored when absent); see the module docstring."""
+    from repro.models.loading import load_model
+
+    key = probe_key(prune_id, cfg)
+    path = Path(cache_root) / "restorelcc_probe" / key / "probe.pt"
+    if path.is_file():
+        out = torch.load(path, weights_only=True)
+        log.info("restorelcc: reusing the head probe %s", path)
+        return {**out, "key": key, "path": str(path), "reused": True}
+    t0 = time.perf_counter()
+    prompts, pos_t, neg_t, pairs = probe_pairs(rows, cfg)
+    grab = lambda m, texts: capture_texts(m, tokenizer, texts, cfg.probe_max_length, cfg.capture_batch)  # noqa
+    z_pruned = grab(model, prompts)
+    dense, _ = load_model(run.model, seed=run.seed)
+    try:
+        z_dense, z_pos, z_neg = grab(dense, prompts), grab(dense, pos_t), grab(dense, neg_t)
+    finally:
+        del dense
+    t1 = time.perf_counter()
+    out = head_scores(z_pruned, z_dense, z_pos, z_neg, cfg)
+    out["meta"] = json.dumps({**pairs, "prune_id": prune_id, "capture_s": t1 - t0,
+                              "probe_s": time.perf_counter() - t1})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(out, tmp)
+    tmp.replace(path)
+    return {**out, "key": key, "path": str(path), "reused": False}
