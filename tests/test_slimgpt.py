@@ -130,4 +130,7 @@ def test_bad_input_is_refused_before_the_model_loads(tiny_llama):
         preflight(compose_run("model=tiny-llama", "env=offline", "score=slimgpt", "pattern=structured",
                               "allocation=owl"))
     with pytest.raises(ConfigError, match=r"`score.max_ratio` = 0.9.*at least one of the 2 head groups"):
-        _prune_tiny(tiny_llama, "sparsity=0.5", "score.min_ratio=0.9", "score.max_ratio=0.9")
+        preflight(compose_run("model=tiny-llama", "env=offline", "score=slimgpt", "pattern=structured",
+                              "score.min_ratio=0.9", "score.max_ratio=0.9"))     # known before loading
+    with pytest.raises(ConfigError, match=r"`score.max_ratio` = 0.9.*at least one of the 2 head groups"):
+        _prune_tiny(tiny_llama, "sparsity=0.5", "score.min_ratio=0.9", "score.max_ratio=0.9")   # and after

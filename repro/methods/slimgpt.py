@@ -206,6 +206,21 @@ class SlimGPTCallback(ApplyTargets):
         return {"structured": physical_counts(self.model, self.adapter)}
 
 
+def _check_heads_survive(run, top: float) -> None:
+    """Before loading, when the architecture is known: the largest layer ratio must leave a head group."""
+    from repro.models.loading import known_model_config
+
+    arch = known_model_config(run.model)
+    if not arch or "num_attention_heads" not in arch:
+        return                            # known only after loading: SlimGPTCallback.on_group checks it then
+    groups = arch.get("num_key_value_heads") or arch["num_attention_heads"]
+    if round(groups * top) >= groups:
+        field, value = ("sparsity", run.sparsity) if run.score.schedule == "uniform" or run.score.max_ratio is None \
+            else ("score.max_ratio", run.score.max_ratio)
+        raise ConfigError(field, value, f"a largest layer ratio ({top:g} now) that keeps at least one of the "
+                          f"{groups} head groups of {run.model.name} (round({groups} · ratio) < {groups})")
+
+
 @register("score", "slimgpt", SlimGPTConfig)
 class SlimGPT(Scorer):
     needs_calibration = True
@@ -226,6 +241,7 @@ class SlimGPT(Scorer):
                                   "must stay below 1); or set score.max_ratio")
             if lo > hi:
                 raise ConfigError("score.min_ratio", lo, f"<= score.max_ratio ({hi:g})")
+        _check_heads_survive(run, max(lo, hi) if run.score.schedule != "uniform" else run.sparsity)
 
     def make_callback(self, targets, pattern, adapter, model, sparsity):
         self.sparsity = sparsity
