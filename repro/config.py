@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -212,6 +212,57 @@ class EngineConfig:
 
 
 @dataclass
+class DomainConfig:
+    """One objective of a multi-objective run: a calibration domain and its test data (repro/data/domains.py)."""
+    name: str = "c4"                     # c4 | gsm8k | code | code_alpaca | wikitext2 | local_text
+    calib_local_path: Optional[str] = None   # local calibration rows (else the stand-in or the hub)
+    test_local_path: Optional[str] = None    # local test rows
+    hub_path: Optional[str] = None       # hub dataset id override (same row schema)
+    revision: Optional[str] = None
+
+
+@dataclass
+class ObjectivesConfig:
+    """A multi-objective run (MOSP, or a baseline's "Extension 1"): one model per preference λ over the domains,
+    each evaluated on every domain's test data (repro/methods/mosp_grid.py). None = a single-objective run."""
+    domains: List[DomainConfig] = field(default_factory=lambda: [DomainConfig("c4"), DomainConfig("gsm8k")])
+    standins: bool = False               # the bundled offline stand-ins instead of the hub (env=offline sets it)
+    preferences: Optional[list] = None   # explicit grid [[λ_1, …, λ_m], …]; None = the Das–Dennis lattice
+    partitions: Optional[int] = None     # Das–Dennis partitions; None = 10 (2 objectives) or 4 (3 or more)
+    propagate: str = "shared"            # outputs feeding the next block: shared (MOSP's W / Ext. 1 on ΣH_i) | dense
+    task_hessian: str = "per_task"       # H_i averaged over its own sequences (per_task) | summed over tokens (total)
+    hv_reference: Optional[list] = None  # explicit hypervolume reference point (perplexity per domain)
+    hv_factor: float = 1.1               # else: factor × SparseGPT (Ext. 1) worst perplexity per domain (collector)
+
+    def __post_init__(self):
+        from repro.data.domains import check_domain
+
+        if len(self.domains) < 2:
+            raise ConfigError("objectives.domains", [d.name for d in self.domains], "at least two domains")
+        names = [d.name for d in self.domains]
+        if len(set(names)) != len(names):
+            raise ConfigError("objectives.domains", names, "distinct domains")
+        for i, d in enumerate(self.domains):
+            check_domain(f"objectives.domains[{i}]", d)
+        m = len(self.domains)
+        for i, lam in enumerate(self.preferences or []):
+            ok = isinstance(lam, (list, tuple)) and len(lam) == m and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in lam)
+            if not ok or min(lam) < 0 or abs(sum(lam) - 1) > 1e-6:
+                raise ConfigError(f"objectives.preferences[{i}]", lam,
+                                  f"{m} non-negative weights summing to 1 (one per domain: {', '.join(names)})")
+        if self.preferences is not None and not self.preferences:
+            raise ConfigError("objectives.preferences", self.preferences, "a non-empty list, or null for the grid")
+        if self.partitions is not None:
+            check_range("objectives.partitions", self.partitions, lo=1)
+        check_choice("objectives.propagate", self.propagate, ("shared", "dense"))
+        check_choice("objectives.task_hessian", self.task_hessian, ("per_task", "total"))
+        if self.hv_reference is not None and (len(self.hv_reference) != m or min(self.hv_reference) <= 0):
+            raise ConfigError("objectives.hv_reference", self.hv_reference, f"{m} positive perplexities")
+        check_range("objectives.hv_factor", self.hv_factor, lo=1.0)
+
+
+@dataclass
 class ExperimentMeta:
     paper: Optional[str] = None          # neuronal | lua_llm | owl | ...
     table: Optional[str] = None
@@ -248,6 +299,7 @@ class RunConfig:
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
     paths: PathsConfig = field(default_factory=PathsConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    objectives: Optional[ObjectivesConfig] = None   # multi-objective runs (MOSP, Extension 1); None = one objective
     logger: Any = None                   # optional mirrors (wandb); never part of the identity
     force: bool = False                  # rerun even if an `ok` record exists
 
@@ -310,6 +362,12 @@ def load_run_config(cfg: DictConfig | dict) -> RunConfig:
         budget = cfg.recovery_budget
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "recovery_budget"])
         cfg.recovery = apply_budget(cfg.recovery, budget)
+    if "objectives_budget" in cfg:       # env=offline: stand-ins and a short grid, only for multi-objective runs
+        budget = cfg.objectives_budget
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "objectives_budget"])
+        if cfg.get("objectives") is not None:   # fills what the user left unset (null / false) only
+            cfg.objectives = OmegaConf.merge(cfg.objectives, {k: v for k, v in budget.items()
+                                                              if cfg.objectives.get(k) in (None, False)})
     run: RunConfig = _structured_merge(RunConfig, cfg, "")
     run.score = validate_method_node("score", run.score)
     run.allocation = validate_method_node("allocation", run.allocation)

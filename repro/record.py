@@ -60,6 +60,8 @@ def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = Tr
         cfg["inputs"] = dict(sorted(inputs.items()))
     for key in NON_IDENTITY_KEYS:
         _drop(cfg, key)
+    if cfg.get("objectives", 0) is None:     # single-objective runs keep the identities they had before the field
+        cfg.pop("objectives")
     if dense:
         for key in ("calib", "engine", "allocation", "recovery", "pattern", "sparsity"):
             cfg.pop(key, None)

@@ -66,6 +66,9 @@ def preflight(run) -> None:
     for name in cfg.eval.ppl.datasets:
         check_source(name, getattr(cfg.data, name))
         check_text_file(f"data.{name}.local_path", getattr(cfg.data, name).local_path, seqlen)
+    if cfg.objectives is not None:
+        from repro.methods.mosp_grid import check_objectives
+        check_objectives(cfg)
     if cfg.eval.zeroshot:
         from repro.eval.zeroshot import check_zeroshot
         check_zeroshot(cfg.eval.zeroshot)
@@ -160,6 +163,9 @@ def _run_steps(run: Run, record: dict, out_dir: Path) -> None:
 
     _seed_everything(run.cfg.seed)
     model, tokenizer, adapter, seqlen = load(run, record)
+    if run.cfg.objectives is not None:     # MOSP / Extension 1: a model per preference (repro/methods/mosp_grid.py)
+        from repro.methods.mosp_grid import run_preference_grid
+        return run_preference_grid(run, record, model, tokenizer, adapter, seqlen, out_dir)
     calib = calibrate(run, record, tokenizer, seqlen)
     prune(run, record, model, tokenizer, adapter, calib)
     recover(run, record, model, tokenizer, adapter, calib)

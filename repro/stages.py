@@ -21,7 +21,8 @@ from typing import Optional
 from repro import record as rec
 from repro.config import RunConfig, load_run_config, to_plain
 
-PRUNE_KEYS = ("model", "calib", "score", "allocation", "pattern", "engine", "sparsity", "seed")
+PRUNE_KEYS = ("model", "calib", "score", "allocation", "pattern", "engine", "sparsity", "seed",
+              "objectives")       # multi-objective runs only (absent from single-objective identity fields)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ CONF = REPO / "conf"
 PAPERS = sorted(p.parent.name for p in (REPO / "experiments").glob("*/tables.yaml"))
 # Papers whose tables need methods that do not exist yet: skipped, by name, while that holds (remove the entry when
 # the methods land). RestoreLCC: only its LoRA/DoRA rows have configs (conf/experiment/restorelcc/lora_dora*.yaml).
-NOT_BUILT = {"mosp": "MOSP/ALPS not built",
-             "restorelcc": "RestoreLCC, LoFiT, EoRA and SlimGPT not built (only the LoRA/DoRA rows have configs)"}
+NOT_BUILT = {"restorelcc": "RestoreLCC, LoFiT, EoRA and SlimGPT not built (only the LoRA/DoRA rows have configs)"}
 
 
 def _compose(overrides: tuple):
@@ -83,6 +82,9 @@ def produces_metric(cfg: dict, metric: str) -> bool:
         return bool(zs) and (name == "mean" or name in (zs.get("tasks") or []))
     if family == "speed":
         return bool(ev.get("speed"))
+    if family == "hv":                 # a multi-objective run over exactly these domains (repro/collect/pareto.py)
+        obj = cfg.get("objectives") or {}
+        return "_".join(d["name"] for d in obj.get("domains") or []) == name
     return True                     # timings.* / memory.*: every run records them
 
 

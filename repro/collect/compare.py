@@ -105,6 +105,7 @@ class PaperResult:
     tables: dict
     unplaced_runs: list = field(default_factory=list)     # run dirs of this paper's experiment in no cell
     records: Optional[RecordSet] = None
+    fronts: dict = field(default_factory=dict)             # multi-objective runs (repro/collect/pareto.py)
 
 
 def tolerance_for(metric_name: str, reported: ReportedEntry, tolerances: dict) -> tuple:
@@ -252,6 +253,9 @@ def build_paper(paper: str, records: RecordSet | list, experiments_dir: Path = E
     layout, reported = load_paper(paper, experiments_dir)
     recs = records.records if isinstance(records, RecordSet) else list(records)
     recs = apply_stand_ins(recs, stand_ins or {})
+    if layout.pareto_fronts:
+        from repro.collect import pareto
+        recs = pareto.annotate(recs)                       # metrics.hv.<domains> with the reference rule
     tol = {fam: {**layout.tolerances.get(fam, {}), **(tolerances or {}).get(fam, {})}
            for fam in vocab.DEFAULT_TOLERANCES}
     names = tables or list(layout.tables)
@@ -263,7 +267,8 @@ def build_paper(paper: str, records: RecordSet | list, experiments_dir: Path = E
     unplaced = sorted(r.get("run_dir") for r in recs if (r["config"].get("experiment") or {}).get("paper") == paper
                       and r.get("run_dir") not in used)
     return PaperResult(paper=paper, title=reported.title, layout=layout, reported=reported, tables=results,
-                       unplaced_runs=unplaced, records=records if isinstance(records, RecordSet) else None)
+                       unplaced_runs=unplaced, records=records if isinstance(records, RecordSet) else None,
+                       fronts=pareto.fronts(recs) if layout.pareto_fronts else {})
 
 
 def cells_frame(result: PaperResult):

@@ -172,6 +172,9 @@ def paper_html(result: PaperResult, plots: bool = True) -> str:
                 for title, fig in figs) + "</div>")
         else:
             parts.append("<p class='empty'>No perplexity number (reported or reproduced) to plot.</p>")
+    if result.fronts:
+        from repro.collect.pareto import html as fronts_html
+        parts.append(fronts_html(result.fronts))
     if result.reported.claims:
         parts.append("<h2>Reported claims that are not table cells</h2><ul>")
         for cl in result.reported.claims:

@@ -32,7 +32,7 @@ from repro.collect.keys import CellKey, check_selector, make_key
 from repro.collect.protocol import CHECKS
 from repro.collect.yamlio import DataFileError, LinedDict, load_yaml
 
-_TOP = ("paper", "title", "protocol", "method_options", "tolerances", "tables")
+_TOP = ("paper", "title", "protocol", "method_options", "tolerances", "tables", "pareto_fronts")
 _TABLE = ("title", "caption", "source", "layout", "metric", "format", "fixed", "protocol", "method_options",
           "model_axis", "rows", "columns", "plot", "note")
 LAYOUT_KINDS = ("as-published", "reconstructed")
@@ -74,6 +74,7 @@ class Layout:
     path: Path
     tables: dict = field(default_factory=dict)
     tolerances: dict = field(default_factory=dict)
+    pareto_fronts: bool = False      # show the multi-objective runs' fronts (repro/collect/pareto.py)
 
 
 def _axis(node, path, where) -> list:
@@ -195,4 +196,5 @@ def load_layout(path: str | Path, paper: Optional[str] = None) -> Layout:
         raise DataFileError(path, doc.line_of("tables"), "tables", tables, "a mapping name -> table layout")
     return Layout(paper=name, title=doc.get("title") or name, path=path,
                   tables={n: _table(n, t, base, path, options) for n, t in tables.items()},
-                  tolerances=check_tolerances(doc.get("tolerances"), path, "tolerances"))
+                  tolerances=check_tolerances(doc.get("tolerances"), path, "tolerances"),
+                  pareto_fronts=bool(doc.get("pareto_fronts", False)))

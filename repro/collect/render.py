@@ -106,6 +106,9 @@ def paper_markdown(result: PaperResult) -> str:
     out = [f"# {result.title}: reproduced vs reported", ""]
     for t in result.tables.values():
         out.append(table_markdown(t, result.paper))
+    if result.fronts:
+        from repro.collect.pareto import markdown
+        out.append(markdown(result.fronts))
     if result.reported.claims:
         out += ["## Reported claims that are not table cells", ""]
         for cl in result.reported.claims:

@@ -56,15 +56,20 @@ _OTHER_METRICS = {
     "timings.total_h": Metric("timings.total_h", "timings.total_s", 1 / 3600, True, "time", "h"),
     # Papers write "GB" for GPU memory; the record measures GiB (torch.cuda.max_memory_allocated / 2**30).
     "memory.peak_gpu_gib": Metric("memory.peak_gpu_gib", "memory.peak_gpu_gib", 1.0, True, "memory", "GiB"),
+    "memory.peak_rss_gib": Metric("memory.peak_rss_gib", "memory.peak_rss_gib", 1.0, True, "memory", "GiB"),
     # repro/eval/speed.py: pruned / dense tokens per second, measured in the same run.
     **{f"speed.{k}_speedup": Metric(f"speed.{k}_speedup", f"metrics.speed.{k}_speedup", 1.0, False, "speed", "x")
        for k in ("prefill", "decode", "generate")},
 }
 
 
+# Hypervolume of a multi-objective run's preference models over these domains (repro/collect/pareto.py).
+HV_SETTINGS = ("c4_gsm8k", "c4_gsm8k_code")
+
+
 def metric_names() -> tuple:
     return tuple([f"ppl.{d}" for d in PPL_DATASETS] + [f"zeroshot.{t}" for t in ZEROSHOT_TASKS]
-                 + list(_OTHER_METRICS))
+                 + list(_OTHER_METRICS) + [f"hv.{h}" for h in HV_SETTINGS])
 
 
 def metric(name: str) -> Metric:
@@ -77,6 +82,8 @@ def metric(name: str) -> Metric:
         return Metric(name, f"metrics.zeroshot.{sub}", 100.0, False, "zeroshot", "%")
     if name in _OTHER_METRICS:
         return _OTHER_METRICS[name]
+    if family == "hv" and sub in HV_SETTINGS:
+        return Metric(name, f"metrics.hv.{sub}", 1.0, False, "hv", "")
     raise KeyError(name)
 
 
@@ -89,6 +96,7 @@ DEFAULT_TOLERANCES = {
     "time": {"abs": 0.0, "rel": 0.25, "close": 2.0},
     "memory": {"abs": 0.0, "rel": 0.10, "close": 2.0},
     "speed": {"abs": 0.0, "rel": 0.10, "close": 2.0},
+    "hv": {"abs": 0.0, "rel": 0.05, "close": 2.0},
 }
 
 VERDICTS = ("reproduced", "close", "off", "not run", "not reported")

@@ -6,6 +6,8 @@
   and take `[i, i + seqlen)`.
 - wikitext2 (SparseGPT's alternative): the train rows joined with " ", tokenised once; per sample draw
   `randint(0, T - seqlen - 1)`.
+- gsm8k, code, code_alpaca (multi-objective domains, repro/data/domains.py): rows joined with "\n\n", tokenised
+  once, the wikitext2 sampler (the rows are far shorter than a window).
 - local_text: the wikitext2 sampler over a local text file (default: the bundled WikiText-2 test *tail*, which is
   disjoint from the bundled evaluation slice). An offline stand-in, not a paper protocol.
 
@@ -70,7 +72,9 @@ def sample_stream_windows(stream: torch.Tensor, nsamples: int, seqlen: int,
     return torch.stack(windows).to(torch.long), picks
 
 
-CALIBRATION_SOURCES = ("c4", "wikitext2", "local_text")
+CALIBRATION_SOURCES = ("c4", "wikitext2", "local_text", "gsm8k", "code", "code_alpaca")
+# Short-row domains (repro/data/domains.py): rows joined with "\n\n", random windows of the token stream.
+STREAM_DOMAINS = {"gsm8k": "gsm8k_train", "code": "code_train", "code_alpaca": "code_alpaca_train"}
 
 
 def check_calibration(cfg: CalibConfig) -> None:
@@ -83,6 +87,11 @@ def load_calibration(cfg: CalibConfig, tokenizer, seqlen: int) -> CalibrationSet
         docs = load_rows("c4_train", cfg.local_path, cfg.hub_path)
         ids, picks = sample_document_windows(docs, lambda t: tokenizer(t).input_ids, cfg.nsamples, seqlen, cfg.seed)
         fp.update(accept="len > seqlen", source=describe_source("c4_train", cfg.local_path, cfg.hub_path))
+    elif cfg.name in STREAM_DOMAINS:
+        rows = load_rows(STREAM_DOMAINS[cfg.name], cfg.local_path, cfg.hub_path)
+        stream = tokenizer("\n\n".join(rows), return_tensors="pt").input_ids
+        ids, picks = sample_stream_windows(stream, cfg.nsamples, seqlen, cfg.seed)
+        fp.update(join="\n\n", source=describe_source(STREAM_DOMAINS[cfg.name], cfg.local_path, cfg.hub_path))
     else:
         local = cfg.local_path or (str(DEFAULT_LOCAL_CALIB) if cfg.name == "local_text" else None)
         rows = load_rows("wikitext2_train", local, cfg.hub_path)

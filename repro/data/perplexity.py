@@ -4,6 +4,7 @@
 - c4: the first 1100 validation documents joined with " ", tokenised once, cut to the first 256·seqlen tokens.
 - ptb: the test sentences joined with " ".
 - local_text: a local text file, rows joined with "\\n\\n" (the WikiText protocol), for offline demos.
+- gsm8k, code, code_alpaca (multi-objective domains, repro/data/domains.py): the test rows joined with "\\n\\n".
 
 The tokeniser is called with its default `add_special_tokens`, as the references do (LLaMA prepends one BOS to
 the whole stream, not to each window).
@@ -36,6 +37,13 @@ PROTOCOLS = {
     "local_text": PplProtocol("wikitext2_test", "\n\n"),
 }
 PPL_DATASETS = tuple(PROTOCOLS)
+# Test streams of the multi-objective domains (repro/data/domains.py); their sources come from `objectives`,
+# not from a `data.<name>` node, so they are not `eval.ppl.datasets` choices.
+DOMAIN_PROTOCOLS = {
+    "gsm8k": PplProtocol("gsm8k_test", "\n\n"),
+    "code": PplProtocol("code_test", "\n\n"),
+    "code_alpaca": PplProtocol("code_alpaca_test", "\n\n"),
+}
 
 DEFAULT_LOCAL_TEXT = ASSETS / "wikitext2-test-head.txt"
 
@@ -49,7 +57,7 @@ def check_source(name: str, source: DataSourceConfig) -> None:
 
 def load_ppl_stream(name: str, source: DataSourceConfig, tokenizer, seqlen: int):
     """Return `(input_ids[1, T], fingerprint)` for one perplexity dataset."""
-    proto = PROTOCOLS[name]
+    proto = PROTOCOLS[name] if name in PROTOCOLS else DOMAIN_PROTOCOLS[name]
     local = source.local_path or (str(DEFAULT_LOCAL_TEXT) if name == "local_text" else None)
     rows = load_rows(proto.hub_key, local, source.hub_path, source.revision, limit=proto.max_docs)
     text = proto.join.join(rows)

@@ -26,6 +26,8 @@ class HubSource:
     # Script-only hub datasets (ptb_text_only) cannot load with `datasets` >= 4 (scripts removed): their parquet
     # conversion (the hub's `refs/convert/parquet` branch) is read instead — same rows, same order.
     parquet: Optional[dict] = None
+    # Rows whose text spans several columns (GSM8K's question + answer): `template.format(**row)` is the row text.
+    template: Optional[str] = None
 
 
 HUB = {
@@ -38,6 +40,15 @@ HUB = {
                                {"validation": "en/c4-validation.00000-of-00008.json.gz"}),
     "ptb_test": HubSource("ptb_text_only", "penn_treebank", "test", "sentence", parquet={
         "test": "hf://datasets/ptb-text-only/ptb_text_only@refs%2Fconvert%2Fparquet/penn_treebank/test/*.parquet"}),
+    # Multi-objective domains (repro/data/domains.py). The code sets have only a train split: 90% / 10%.
+    "gsm8k_train": HubSource("openai/gsm8k", "main", "train", "question", template="{question}\n{answer}"),
+    "gsm8k_test": HubSource("openai/gsm8k", "main", "test", "question", template="{question}\n{answer}"),
+    "code_train": HubSource("iamtarun/python_code_instructions_18k_alpaca", None, "train[:90%]", "prompt"),
+    "code_test": HubSource("iamtarun/python_code_instructions_18k_alpaca", None, "train[90%:]", "prompt"),
+    "code_alpaca_train": HubSource("sahil2801/CodeAlpaca-20k", None, "train[:90%]", "instruction",
+                                   template="{instruction}\n{input}\n{output}"),
+    "code_alpaca_test": HubSource("sahil2801/CodeAlpaca-20k", None, "train[90%:]", "instruction",
+                                  template="{instruction}\n{input}\n{output}"),
 }
 
 
@@ -88,9 +99,10 @@ def load_rows(key: str, local_path: Optional[str] = None, hub_path: Optional[str
             column = h.column
         else:
             raise ConfigError(f"data.{key}.local_path", local_path, "a .txt, .json, .jsonl, .json.gz or .parquet file")
-        if column not in ds.column_names:
+        needed = _template_fields(h) if h.template and p.suffix != ".txt" else [column]
+        if any(c not in ds.column_names for c in needed):
             raise ConfigError(f"data.{key}.local_path", local_path,
-                              f"rows with a `{column}` field (found {ds.column_names})")
+                              f"rows with the field(s) {needed} (found {ds.column_names})")
     else:
         try:
             if _use_parquet(h, hub_path):
@@ -107,4 +119,13 @@ def load_rows(key: str, local_path: Optional[str] = None, hub_path: Optional[str
         column = h.column
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    if h.template and column != "text":
+        fields = _template_fields(h)
+        return [h.template.format(**{f: row[f] for f in fields}) for row in ds]
     return list(ds[column])
+
+
+def _template_fields(h: HubSource) -> list:
+    import string
+
+    return [f for _, f, _, _ in string.Formatter().parse(h.template) if f]

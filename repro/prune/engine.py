@@ -24,6 +24,9 @@ Public API (used by every method; extend, keep backward compatible):
   define `prune_group(items, pattern)` (items = (full name, linear, stats, target)) to prune a group jointly;
   `repro.prune.pipeline.ApplyTargets` calls it when present, else `prune_layer` per linear.
 - `capture_block_inputs(model, adapter, input_ids, batch_size, store_device)`, `forward_block(block, inputs)`.
+- Multi-objective runs (MOSP, Extension 1): `CalibrationEngine(..., domain_sizes=[n_1, …, n_m])` with the domains'
+  windows concatenated in `input_ids`: ONE pass per block feeds every domain's windows, and each `LayerStats` keeps
+  one statistics set per domain (`stats.parts[d]`; `stats[kind]` pools them).
 
 Keyword arguments are captured once per batch size with a forward pre-hook and replayed verbatim, so rotary
 `position_embeddings`, `cache_position`, causal masks and whatever a future transformers adds reach the block
@@ -102,6 +105,7 @@ class BlockInputs:
     """Activations entering a block, in batches, plus the keyword arguments the block expects per batch size."""
     batches: List[torch.Tensor]
     call_kwargs: Dict[int, dict] = field(default_factory=dict)
+    domains: Optional[List[int]] = None          # calibration domain of each batch (multi-objective runs)
 
     @property
     def nsamples(self) -> int:
@@ -218,8 +222,10 @@ class _StatsCollector:
     its input, before the last one computes anything.
     """
 
-    def __init__(self, linears: Dict[str, nn.Linear], kinds: frozenset, dtype: torch.dtype, stop_early: bool):
+    def __init__(self, linears: Dict[str, nn.Linear], kinds: frozenset, dtype: torch.dtype, stop_early: bool,
+                 domains: Optional[List[int]] = None, ndomains: int = 0):
         self.linears, self.kinds, self.dtype, self.stop_early = linears, kinds, dtype, stop_early
+        self.domains, self.ndomains, self._batch = domains, ndomains, -1
         self.stats: Dict[str, LayerStats] = {}
         self.owner: Dict[str, str] = {}
         self._first_batch_inputs: list = []
@@ -228,6 +234,7 @@ class _StatsCollector:
 
     def start_batch(self, x: torch.Tensor) -> None:
         self._pending = set(self.linears)
+        self._batch += 1
         self._nseq = x.shape[0]            # sequences in this batch, whatever shape a linear sees (OPT's fc1: 2-D)
 
     def _hook(self, name):
@@ -236,10 +243,12 @@ class _StatsCollector:
             if name not in self.owner:
                 shared = next((other for t, other in self._first_batch_inputs if t is x), None)
                 self.owner[name] = shared or name
-                self.stats[name] = self.stats[shared] if shared else LayerStats(self.kinds, self.dtype)
+                self.stats[name] = self.stats[shared] if shared else LayerStats(self.kinds, self.dtype,
+                                                                                   self.ndomains)
                 self._first_batch_inputs.append((x, name))
             if self.owner[name] == name:
-                self.stats[name].add(x.reshape(-1, x.shape[-1]), nseq=self._nseq)
+                domain = self.domains[self._batch] if self.domains else None
+                self.stats[name].add(x.reshape(-1, x.shape[-1]), nseq=self._nseq, domain=domain)
             self._pending.discard(name)
             if self.stop_early and not self._pending:
                 raise _StopForward
@@ -254,9 +263,13 @@ class _StatsCollector:
 
 class CalibrationEngine:
     def __init__(self, model, adapter: ArchAdapter, engine_cfg, input_ids: Optional[torch.Tensor],
-                 batch_size: int = 8, progress: bool = True):
+                 batch_size: int = 8, progress: bool = True, domain_sizes: Optional[List[int]] = None):
         self.model, self.adapter, self.cfg = model, adapter, engine_cfg
         self.input_ids, self.batch_size, self.progress = input_ids, batch_size, progress
+        # Multi-objective runs: `input_ids` holds each domain's windows in turn (domain_sizes[d] rows each);
+        # batches never straddle two domains, and every linear gets one statistics set per domain.
+        self.domain_sizes = list(domain_sizes) if domain_sizes else None
+        self.ndomains = len(self.domain_sizes) if self.domain_sizes else 0
         self.stats_dtype = getattr(torch, engine_cfg.stats_dtype)
         self.offload = bool(getattr(engine_cfg, "offload", False))
         device = getattr(engine_cfg, "device", None)
@@ -269,12 +282,24 @@ class CalibrationEngine:
         return self.adapter.sequential_groups if self.cfg.true_sequential else (self.adapter.linear_names,)
 
     def _capture(self) -> BlockInputs:
+        if not self.domain_sizes:
+            return self._capture_ids(self.input_ids)
+        out, start = BlockInputs([], domains=[]), 0
+        for d, size in enumerate(self.domain_sizes):
+            part = self._capture_ids(self.input_ids[start:start + size])
+            start += size
+            out.batches += part.batches
+            out.domains += [d] * len(part.batches)
+            out.call_kwargs = {**part.call_kwargs, **out.call_kwargs}
+        return out
+
+    def _capture_ids(self, input_ids) -> BlockInputs:
         if not self.offload:
-            return capture_block_inputs(self.model, self.adapter, self.input_ids, self.batch_size)
+            return capture_block_inputs(self.model, self.adapter, input_ids, self.batch_size)
         home = _module_device(self.model.get_input_embeddings())
         _move_outside_blocks(self.model, self.adapter, self.device)
         try:
-            return capture_block_inputs(self.model, self.adapter, self.input_ids, self.batch_size,
+            return capture_block_inputs(self.model, self.adapter, input_ids, self.batch_size,
                                         store_device=torch.device("cpu"))
         finally:
             _move_outside_blocks(self.model, self.adapter, home)
@@ -298,7 +323,7 @@ class CalibrationEngine:
             for g, group in enumerate(self.groups()):
                 linears = {n: all_linears[n] for n in group}
                 want_dense = inputs is not None and g == 0 and self.cfg.propagate == "dense"
-                stats = {n: LayerStats(kinds, self.stats_dtype) for n in group}
+                stats = {n: LayerStats(kinds, self.stats_dtype, self.ndomains) for n in group}
                 if inputs is not None and (kinds or want_dense):
                     stats, outs = self._forward_collecting(block, linears, kinds, inputs, keep_outputs=want_dense)
                     if want_dense:
@@ -317,11 +342,12 @@ class CalibrationEngine:
             if self.offload:
                 block.to(home)
             if inputs is not None:
-                inputs = BlockInputs(outputs, inputs.call_kwargs)
+                inputs = BlockInputs(outputs, inputs.call_kwargs, inputs.domains)
 
     @torch.no_grad()
     def _forward_collecting(self, block, linears, kinds, inputs, keep_outputs: bool):
-        collector = _StatsCollector(linears, kinds, self.stats_dtype, stop_early=not keep_outputs)
+        collector = _StatsCollector(linears, kinds, self.stats_dtype, stop_early=not keep_outputs,
+                                    domains=inputs.domains, ndomains=self.ndomains)
         handles = collector.attach() if kinds else []
         try:
             outs = forward_block(block, inputs, keep_outputs=keep_outputs, before_batch=collector.start_batch)
@@ -329,5 +355,5 @@ class CalibrationEngine:
             for h in handles:
                 h.remove()
             collector.finish()
-        stats = {n: collector.stats.get(n) or LayerStats(kinds, self.stats_dtype) for n in linears}
+        stats = {n: collector.stats.get(n) or LayerStats(kinds, self.stats_dtype, self.ndomains) for n in linears}
         return stats, outs

@@ -15,12 +15,15 @@ the end. tests/test_engine.py checks both forms agree on a small case. On CUDA, 
 Hessian product directly with fp32 output (`torch.mm(..., out_dtype=float32)`): fp16·fp16 products are exact in
 fp32 and the sum is fp32, as in the references' upcast-then-multiply, but on tensor cores.
 
+Multi-objective runs (MOSP, Extension 1) give each linear one accumulator set per calibration domain
+(`LayerStats.parts`), filled in the same calibration pass; `stats[kind]` then pools them.
+
 `LayerStats.cache` holds quantities derived from the statistics (e.g. SparseGPT's damped inverse Hessian) so
 that linears that share one input (q/k/v, gate/up — the engine gives them one `LayerStats`) compute them once.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
@@ -78,23 +81,47 @@ class SeqVar(_Accumulator):
         self.nseq += nseq
 
 
+class _Fixed(_Accumulator):
+    """A statistic given as its final value (`LayerStats.weighted`)."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__(value.dtype)
+        self.value, self.nseq = value, 1
+
+    def result(self) -> torch.Tensor:
+        return self.value
+
+
 STAT_KINDS = {"sq_norm": SqNorm, "hessian": Hessian, "sum": Sum, "seq_var": SeqVar}
 
 
 class LayerStats:
-    def __init__(self, kinds: Iterable[str], dtype: torch.dtype = torch.float32):
+    """Statistics of one input. With `domains` > 0 (multi-objective runs: one calibration set per domain), each
+    domain accumulates separately in `parts[d]` (normalised by its own sequence count) and `stats[kind]` is the
+    pooled statistic over all domains' sequences — what a single-objective method sees."""
+
+    def __init__(self, kinds: Iterable[str], dtype: torch.dtype = torch.float32, domains: int = 0):
         unknown = set(kinds) - set(STAT_KINDS)
         if unknown:
             raise KeyError(f"unknown statistics {sorted(unknown)}; valid: {sorted(STAT_KINDS)}")
         self._acc: Dict[str, _Accumulator] = {k: STAT_KINDS[k](dtype) for k in kinds}
+        self.parts = [LayerStats(kinds, dtype) for _ in range(domains)]
         self.cache: dict = {}
 
-    def add(self, x: torch.Tensor, nseq: int) -> None:
+    def add(self, x: torch.Tensor, nseq: int, domain: Optional[int] = None) -> None:
+        if self.parts:
+            self.parts[domain].add(x, nseq)
+            return
         for acc in self._acc.values():
             acc.add(x, nseq)
 
     def __getitem__(self, kind: str) -> torch.Tensor:
         acc = self._acc[kind]
+        if self.parts and acc.value is None:
+            pooled = STAT_KINDS[kind](acc.dtype)
+            pooled.value = sum(p._acc[kind].value for p in self.parts if p._acc[kind].value is not None)
+            pooled.nseq = sum(p._acc[kind].nseq for p in self.parts)
+            acc = pooled if pooled.nseq else acc
         if acc.value is None:
             raise RuntimeError(f"statistic {kind!r} was requested but no calibration batch reached this layer")
         return acc.result()
@@ -108,7 +135,28 @@ class LayerStats:
 
     @property
     def nseq(self) -> int:
+        if self.parts:
+            return sum(p.nseq for p in self.parts)
         return max((a.nseq for a in self._acc.values()), default=0)
+
+    def weighted(self, weights, per_token: bool = False) -> "LayerStats":
+        """Σ_d w_d · (statistic of domain d) as a fresh LayerStats (no parts): Extension 1's H_λ = Σ_d λ_d H_d.
+        `per_token` weighs each domain's sum over its own sequences instead of its per-sequence mean."""
+        out = LayerStats(self.kinds, next(iter(self._acc.values())).dtype if self._acc else torch.float32)
+        for kind in self._acc:
+            total = sum(w * p[kind] * (p.nseq if per_token else 1) for w, p in zip(weights, self.parts) if w)
+            out._acc[kind] = _Fixed(total)
+        return out
+
+    def to(self, device) -> "LayerStats":
+        """Move the accumulated values (and every domain's) to `device`, in place; drops derived quantities."""
+        self.cache.clear()
+        for acc in self._acc.values():
+            if acc.value is not None:
+                acc.value = acc.value.to(device)
+        for part in self.parts:
+            part.to(device)
+        return self
 
     def derived(self, key: str, compute: Callable[["LayerStats"], object]):
         """`compute(self)` once per key; linears sharing these statistics share the result."""
@@ -117,6 +165,8 @@ class LayerStats:
         return self.cache[key]
 
     def check_finite(self, where: str) -> None:
+        for d, part in enumerate(self.parts):
+            part.check_finite(f"{where} (domain {d})")
         for kind, acc in self._acc.items():
             if acc.value is not None and not torch.isfinite(acc.value).all():
                 raise FloatingPointError(f"NaN/Inf in the `{kind}` statistics of {where}")
