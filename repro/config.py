@@ -91,19 +91,19 @@ class CalibConfig:
 
 @dataclass
 class PatternConfig:
-    name: str = "unstructured"           # unstructured | nm
+    name: str = "unstructured"           # unstructured | nm | structured (whole heads/channels: score=slimgpt)
     n: int = 0                           # N:M — prune N weights out of every M consecutive input columns
     m: int = 0
 
     def __post_init__(self):
-        check_choice("pattern.name", self.name, ("unstructured", "nm"))
+        check_choice("pattern.name", self.name, ("unstructured", "nm", "structured"))
         if self.name == "nm":
             if not (0 < self.n < self.m):
                 raise ConfigError("pattern.n", f"{self.n}:{self.m}", "0 < N < M (e.g. 2:4, 4:8)")
 
     @property
     def label(self) -> str:
-        return "unstructured" if self.name == "unstructured" else f"{self.n}:{self.m}"
+        return self.name if self.name in ("unstructured", "structured") else f"{self.n}:{self.m}"
 
 
 @dataclass

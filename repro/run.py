@@ -49,6 +49,12 @@ def preflight(run) -> None:
         check_calibration(cfg.calib)
         _check_calibration_context(cfg)
         check_text_file("calib.local_path", cfg.calib.local_path, (cfg.calib.seqlen or seqlen or 0) + 1)
+    if r.prunes and cfg.pattern.name == "structured" and not getattr(r.scorer, "structured", False):
+        raise ConfigError("pattern", "structured", "unstructured, 2:4 or 4:8 for "
+                          f"score={cfg.score.name}", "pattern=structured needs a structured score: slimgpt")
+    if r.prunes and cfg.pattern.name != "structured" and getattr(r.scorer, "structured", False):
+        raise ConfigError("pattern", cfg.pattern.label, "structured",
+                          f"score={cfg.score.name} removes whole heads and channels")
     for method in (r.scorer, r.allocator):     # each method's own rules (e.g. SparseGPT's blocksize): classmethods
         check = getattr(method, "check", None)
         if check is not None:

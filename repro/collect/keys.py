@@ -116,8 +116,8 @@ def record_key_fields(record: dict) -> dict:
     """The core key fields of a run record (its config), in the vocabulary of reported tables."""
     cfg = record.get("config", {})
     pattern = cfg.get("pattern", {}) or {}
-    label = "unstructured" if pattern.get("name", "unstructured") == "unstructured" else \
-        f"{pattern.get('n')}:{pattern.get('m')}"
+    name = pattern.get("name", "unstructured")
+    label = name if name in ("unstructured", "structured") else f"{pattern.get('n')}:{pattern.get('m')}"
     return {"model": cfg.get("model", {}).get("name"), "score": (cfg.get("score") or {}).get("name"),
             "allocation": (cfg.get("allocation") or {}).get("name", "uniform"),
             "recovery": (cfg.get("recovery") or {}).get("name", "none"), "pattern": label,

@@ -21,6 +21,7 @@ class ArchAdapter:
     linear_names: tuple                            # relative names inside one block, in reference order
     sequential_groups: tuple                       # true-sequential pruning groups
     downstream: Dict[str, Optional[str]] = field(default_factory=dict)
+    structured: Optional["StructuredLayout"] = None  # structured pruning's coupled linears (None: unsupported)
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         obj = model
@@ -50,6 +51,32 @@ class ArchAdapter:
         return out
 
 
+@dataclass(frozen=True)
+class StructuredLayout:
+    """Which linears move together when a structure is removed (SlimGPT, repro/methods/slimgpt.py).
+
+    `attn_out` is pruned by input-column groups (one group = one key/value head and the query heads that share it,
+    `head_dim · heads/kv_heads` columns); the output rows of `attn_in` for those heads go with it (q: the group's
+    query heads, k/v: its key/value head). `mlp_out` is pruned by single input columns; the same output rows of
+    `mlp_in` go with them. `heads_attr`/`kv_heads_attr`/`head_dim_attr` name the config fields.
+    """
+    attn_out: str
+    attn_q: str
+    attn_kv: tuple
+    mlp_out: str
+    mlp_in: tuple
+    heads_attr: str = "num_attention_heads"
+    kv_heads_attr: str = "num_key_value_heads"
+
+    def head_dim(self, config) -> int:
+        return getattr(config, "head_dim", None) or config.hidden_size // getattr(config, self.heads_attr)
+
+    def heads(self, config) -> tuple:
+        """(query heads, key/value heads) of the (uniform) config."""
+        h = getattr(config, self.heads_attr)
+        return h, getattr(config, self.kv_heads_attr, None) or h
+
+
 _LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
@@ -71,6 +98,9 @@ _register(ArchAdapter(
                 "self_attn.v_proj": "self_attn.o_proj", "self_attn.o_proj": "mlp.gate_proj",
                 "mlp.gate_proj": "mlp.down_proj", "mlp.up_proj": "mlp.down_proj",
                 "mlp.down_proj": "next:self_attn.q_proj"},
+    structured=StructuredLayout(attn_out="self_attn.o_proj", attn_q="self_attn.q_proj",
+                                attn_kv=("self_attn.k_proj", "self_attn.v_proj"),
+                                mlp_out="mlp.down_proj", mlp_in=("mlp.gate_proj", "mlp.up_proj")),
 ))
 _register(ArchAdapter(
     family="opt",

@@ -5,6 +5,7 @@ call each other directly.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Dict, Optional
@@ -70,10 +71,18 @@ def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor], changed:
     report["allocation_s"] = time.perf_counter() - t0
     report["allocation_report"] = alloc_report
     t0 = time.perf_counter()
-    engine = CalibrationEngine(model, adapter, run.engine, calib_ids if scorer.needs_calibration else None,
+    engine_cfg = run.engine
+    if getattr(scorer, "true_sequential", False):     # SlimGPT: statistics of each group after the previous prune
+        engine_cfg = dataclasses.replace(engine_cfg, true_sequential=True)
+    engine = CalibrationEngine(model, adapter, engine_cfg, calib_ids if scorer.needs_calibration else None,
                                batch_size=run.calib.batch_size)
-    callback = ApplyTargets(scorer, targets, run.pattern)
+    make_callback = getattr(scorer, "make_callback", None)       # structured scorers (SlimGPT) bring their own
+    callback = (make_callback(targets, run.pattern, adapter, model, run.sparsity) if make_callback is not None
+                else ApplyTargets(scorer, targets, run.pattern))
     engine.run(callback)
+    report.update(getattr(callback, "report", {}))
+    if getattr(callback, "finish", None) is not None:
+        report.update(callback.finish())
     if changed is not None:
         changed.update(callback.changed)
     report["prune_s"] = time.perf_counter() - t0
