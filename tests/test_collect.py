@@ -405,3 +405,13 @@ def _first_with_clamp(results: Path, clamp: str) -> dict:
         if rec["config"]["allocation"].get("clamp") == clamp:
             return rec
     raise AssertionError(clamp)
+
+
+def test_collector_vocabulary_agrees_with_the_registry():
+    """The collector names the scores that remove no weight without importing the methods (no torch);
+    they are exactly the registered scorers whose `prunes` is False."""
+    from repro.collect import vocab
+    from repro.registry import method_class, names
+
+    assert set(vocab.UNPRUNED) == {n for n in names("score") if not method_class("score", n).prunes}
+    assert set(vocab.UNPRUNED) <= set(vocab.SCORES)

@@ -34,7 +34,7 @@ class CellKey:
     extra: tuple = ()          # sorted ((config.path, value), ...)
 
     def normalized(self) -> "CellKey":
-        if self.score == "dense":
+        if not vocab.prunes(self.score):
             return dataclasses.replace(self, allocation=None, pattern=None, sparsity=None)
         return dataclasses.replace(self, sparsity=None if self.sparsity is None else round(float(self.sparsity), 6))
 
@@ -48,7 +48,7 @@ class CellKey:
 
     def describe(self) -> str:
         s = f"{self.model} {self.method_label()}"
-        if self.score != "dense":
+        if vocab.prunes(self.score):
             s += f" {self.sparsity:g} {self.pattern}" if self.sparsity is not None else f" {self.pattern}"
         s += f" {self.metric}"
         return s + "".join(f" {k}={v}" for k, v in self.extra)
@@ -138,7 +138,7 @@ def record_matches(record: dict, key: CellKey) -> bool:
     rk = record_key_fields(record)
     if rk["model"] != key.model or rk["score"] != key.score or rk["recovery"] != key.recovery:
         return False
-    if key.score != "dense":
+    if vocab.prunes(key.score):
         if rk["allocation"] != key.allocation or rk["pattern"] != key.pattern:
             return False
         if rk["sparsity"] is None or key.sparsity is None or abs(float(rk["sparsity"]) - key.sparsity) > 1e-6:

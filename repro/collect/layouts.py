@@ -171,7 +171,7 @@ def _table(name, node, base_protocol, path, base_options=None) -> Table:
     for row in table.rows:
         for col in table.columns:
             merged = {**table.fixed, **row.select, **col.select}
-            for req in ("model", "score", "metric") + (() if merged.get("score") == "dense" else ("sparsity",)):
+            for req in ("model", "score", "metric") + (("sparsity",) if vocab.prunes(merged.get("score")) else ()):
                 if req not in merged:
                     raise DataFileError(path, node.line, where, f"row {row.label!r} x column {col.label!r}", 
                                         f"a `{req}` from `fixed`, the row or the column")

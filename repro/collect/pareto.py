@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 
+from repro.collect import vocab
 from repro.methods._pareto import REFERENCE_RULE, hypervolume, pareto_front, reference_point
 
 STANDIN_NOTE = "offline stand-in domains (repro/data/domains.py), not the paper's data"
@@ -51,7 +52,7 @@ def annotate(records: list) -> list:
             ref, rule = None, None
             if p.get("hv") is not None:
                 ref, rule = p["hv_reference"], p.get("hv_rule")
-            elif base is not None and r["config"]["score"]["name"] != "dense":
+            elif base is not None and vocab.prunes(r["config"]["score"]["name"]):
                 ref = reference_point(base["metrics"]["pareto"]["ppl"], obj.get("hv_factor", 1.1))
                 rule = REFERENCE_RULE
             if ref is not None:
@@ -80,8 +81,8 @@ def fronts(records: list) -> dict:
                  "total_s": (r.get("timings") or {}).get("total_s"),
                  "peak_rss_gib": (r.get("memory") or {}).get("peak_rss_gib")}
         key = (cfg["model"]["name"], tuple(p["domains"]), bool(obj.get("standins")))
-        if cfg["score"]["name"] == "dense":
-            dense[key] = entry
+        if not vocab.prunes(cfg["score"]["name"]):
+            dense[key] = (cfg["score"]["name"], entry)
             continue
         label = (f"{cfg['model']['name']} {cfg['sparsity']:.0%} {_pattern(cfg)} — {' / '.join(p['domains'])}"
                  + (" (stand-ins)" if obj.get("standins") else ""))
@@ -89,7 +90,8 @@ def fronts(records: list) -> dict:
     for methods in out.values():
         key = methods.pop("_key")
         if key in dense:
-            methods["dense"] = dense[key]
+            name, entry = dense[key]
+            methods[name] = entry
     return out
 
 
@@ -137,9 +139,10 @@ def figures(fr: dict) -> list:
         ax = fig.subplots()
         for i, (m, e) in enumerate(sorted(methods.items())):
             xs, ys = zip(*[(p[0], p[1]) for p in e["points"]])
-            color = "0.3" if m == "dense" else colors[i % len(colors)]
-            marker = "*" if m == "dense" else "o"
-            ax.scatter(xs, ys, color=color, marker=marker, s=60 if m == "dense" else 22, alpha=0.6,
+            baseline = not vocab.prunes(m)
+            color = "0.3" if baseline else colors[i % len(colors)]
+            marker = "*" if baseline else "o"
+            ax.scatter(xs, ys, color=color, marker=marker, s=60 if baseline else 22, alpha=0.6,
                        label=m + ("" if e["hv"] is None else f" (HV {e['hv']:.3g})"))
             front = sorted((e["points"][j] for j in e["front"]), key=lambda p: p[0])
             if len(front) > 1:

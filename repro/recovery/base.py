@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from repro.config import ConfigError
+from repro.registry import method_class
 
 
 class Recovery:
@@ -37,7 +38,7 @@ class Recovery:
 
     def check(self, run) -> None:
         """Preflight (no model loaded): raise ConfigError on bad input."""
-        if run.score.name == "dense" and not self.prunes_itself:
+        if not method_class("score", run.score.name).prunes and not self.prunes_itself:
             raise ConfigError("recovery.name", run.recovery.name, "recovery=none for a dense model (score=dense)",
                               "Recovery fine-tunes a pruned model; choose a pruning score (e.g. score=wanda).")
 
