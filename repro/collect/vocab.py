@@ -71,7 +71,7 @@ _OTHER_METRICS = {
 }
 
 
-# Hypervolume of a multi-objective run's preference models over these domains (repro/collect/pareto.py).
+# Hypervolume of a multi-objective run's preference models over these domains (repro/collect/compare/pareto.py).
 HV_SETTINGS = ("c4_gsm8k", "c4_gsm8k_code")
 
 

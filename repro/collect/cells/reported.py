@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from repro.collect import vocab
-from repro.collect.keys import CORE_FIELDS, CellKey, check_selector, make_key
+from repro.collect.cells.keys import CORE_FIELDS, CellKey, check_selector, make_key
 from repro.collect.yamlio import DataFileError, LinedDict, load_yaml
 
 STATUSES = ("seen", "quoted", "secondary", "unseen")   # unseen: where the number is, not yet read

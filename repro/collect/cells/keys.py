@@ -112,35 +112,3 @@ def make_key(fields: dict) -> CellKey:
     return CellKey(extra=extra, **core).normalized()
 
 
-def record_key_fields(record: dict) -> dict:
-    """The core key fields of a run record (its config), in the vocabulary of reported tables."""
-    cfg = record.get("config", {})
-    pattern = cfg.get("pattern", {}) or {}
-    label = "unstructured" if pattern.get("name", "unstructured") == "unstructured" else \
-        f"{pattern.get('n')}:{pattern.get('m')}"
-    return {"model": cfg.get("model", {}).get("name"), "score": (cfg.get("score") or {}).get("name"),
-            "allocation": (cfg.get("allocation") or {}).get("name", "uniform"),
-            "recovery": (cfg.get("recovery") or {}).get("name", "none"), "pattern": label,
-            "sparsity": cfg.get("sparsity")}
-
-
-def config_value(record: dict, dotted: str):
-    node = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def record_matches(record: dict, key: CellKey) -> bool:
-    """Does this run record belong to the cell (metric aside)?"""
-    rk = record_key_fields(record)
-    if rk["model"] != key.model or rk["score"] != key.score or rk["recovery"] != key.recovery:
-        return False
-    if vocab.prunes(key.score):
-        if rk["allocation"] != key.allocation or rk["pattern"] != key.pattern:
-            return False
-        if rk["sparsity"] is None or key.sparsity is None or abs(float(rk["sparsity"]) - key.sparsity) > 1e-6:
-            return False
-    return all(config_value(record, k) == v for k, v in key.extra)

@@ -8,7 +8,7 @@ import base64
 import io
 
 from repro.collect import vocab
-from repro.collect.compare import PaperResult
+from repro.collect.compare.paper import PaperResult
 
 
 def ppl_points(result: PaperResult) -> dict:
