@@ -31,14 +31,16 @@ def demo(extra_overrides=()) -> list:
 def format_table(records, published: bool = False) -> str:
     """The demo's table. `published`: wall time from the record (total_s) and run folders by identity, so the
     README block (repro/collect/publish.py) depends on the records only, not on where they were made."""
-    dense = next((r for r in records if r["config"]["score"]["name"] == "dense"), None)
+    from repro.collect.vocab import prunes
+
+    dense = next((r for r in records if not prunes(r["config"]["score"]["name"])), None)
     d_ppl = (dense or {}).get("metrics", {}).get("ppl", {}).get("wikitext2")
     lines = ["", "| method | sparsity (target) | sparsity (measured) | WikiText-2 ppl* | vs dense | wall s |",
              "|---|---|---|---|---|---|"]
     for r in records:
         cfg = r["config"]
         name = cfg["score"]["name"]
-        target = "-" if name == "dense" else f"{cfg['sparsity']:.0%} {cfg['pattern']['name']}"
+        target = f"{cfg['sparsity']:.0%} {cfg['pattern']['name']}" if prunes(name) else "-"
         ppl = r["metrics"]["ppl"]["wikitext2"]
         ratio = f"x{ppl / d_ppl:.2f}" if d_ppl else "-"
         if published:

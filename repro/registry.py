@@ -10,6 +10,7 @@ one file (plus its `conf/<kind>/<name>.yaml`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import pkgutil
@@ -68,6 +69,27 @@ def method_class(kind: str, name: str) -> type:
     """The class registered under `name` (its class attributes: `needs_calibration`, `prunes`, `check`, ...)."""
     _load_all()
     return _REGISTRY[kind][name][0]
+
+
+def method_schema(kind: str, name: str) -> type:
+    """The config dataclass registered under `name` (its fields are what a `kind` node may set)."""
+    _load_all()
+    return _REGISTRY[kind][name][1]
+
+
+@contextlib.contextmanager
+def registered(kind: str, name: str, cls: type, schema: type):
+    """Register `cls` under `name` for the duration of a `with` block (tests' throw-away methods)."""
+    _load_all()
+    previous = _REGISTRY[kind].get(name)
+    _REGISTRY[kind][name] = (cls, schema)
+    try:
+        yield cls
+    finally:
+        if previous is None:
+            del _REGISTRY[kind][name]
+        else:
+            _REGISTRY[kind][name] = previous
 
 
 def build(kind: str, cfg) -> Any:

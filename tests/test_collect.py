@@ -12,10 +12,10 @@ import pytest
 
 from conftest import compose_run
 from repro.collect import build_paper, cells_frame, load_records, paper_html, paper_latex, paper_markdown
-from repro.collect import records as records_mod
+from repro.collect.records import load as records_mod
 from repro.record import SCHEMA_VERSION
 from repro.collect.cli import diff_main, tables_main
-from repro.collect.diff import diff_records
+from repro.collect.compare.runs import diff_records
 from repro.config import to_plain
 from repro.record import identity, identity_fields
 
@@ -366,7 +366,7 @@ def test_non_default_method_option_is_flagged_unless_selected(tmp_path):
 
 def test_plot_points_take_a_cell_from_whichever_table_has_its_number():
     """Lua-LLM's Table 1 holds LLaMA-2-7B 80% Lua-LLM empty, Table 3 holds 30.27: the plot shows 30.27."""
-    from repro.collect.plots import ppl_figures, ppl_points
+    from repro.collect.render.plots import ppl_figures, ppl_points
 
     result = build_paper("lua_llm", [])
     points = ppl_points(result)[("llama2-7b", "ppl.wikitext2")]
@@ -405,3 +405,32 @@ def _first_with_clamp(results: Path, clamp: str) -> dict:
         if rec["config"]["allocation"].get("clamp") == clamp:
             return rec
     raise AssertionError(clamp)
+
+
+def test_collector_vocabulary_agrees_with_the_registry():
+    """The collector names the scores that remove no weight without importing the methods (no torch);
+    they are exactly the registered scorers whose `prunes` is False."""
+    from repro.collect import vocab
+    from repro.registry import method_class, names
+
+    assert set(vocab.UNPRUNED) == {n for n in names("score") if not method_class("score", n).prunes}
+    assert set(vocab.UNPRUNED) <= set(vocab.SCORES)
+
+
+def test_collector_stages_import_in_one_direction():
+    """records/ -> cells/ -> compare/ -> render/: a stage imports from itself and earlier stages only."""
+    import ast
+
+    stages = ["records", "cells", "compare", "render"]
+    root = Path(__file__).resolve().parents[1] / "repro" / "collect"
+    for i, stage in enumerate(stages):
+        files = sorted((root / stage).glob("*.py"))
+        assert files, stage
+        for path in files:
+            for node in ast.walk(ast.parse(path.read_text())):
+                mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                for mod in mods:
+                    parts = mod.split(".")
+                    if parts[:2] == ["repro", "collect"] and len(parts) > 2 and parts[2] in stages:
+                        assert stages.index(parts[2]) <= i, f"{path.relative_to(root)} imports {mod}"

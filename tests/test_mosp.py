@@ -245,8 +245,7 @@ def _mo_record(score, ppl, model="llama2-7b", sparsity=0.5):
 
 
 def test_collector_hypervolume_uses_the_sparsegpt_reference():
-    from repro.collect.compare import build_paper
-    from repro.collect.render import paper_markdown
+    from repro.collect import build_paper, paper_markdown
 
     recs = [_mo_record("sparsegpt", [[10, 20], [15, 12]]), _mo_record("mosp", [[9, 18], [14, 11]])]
     res = build_paper("mosp", recs)
@@ -258,7 +257,7 @@ def test_collector_hypervolume_uses_the_sparsegpt_reference():
         hypervolume([[10, 20], [15, 12]], ref))
     md = paper_markdown(res)
     assert "Pareto fronts" in md and "16.50/22.00" in md
-    from repro.collect.pareto import figures
+    from repro.collect.render.pareto import figures
     assert len(figures(res.fronts)) == 1
 
 

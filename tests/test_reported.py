@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from repro.collect import load_paper, papers
-from repro.collect.reported import load_reported
+from repro.collect.cells.reported import load_reported
 from repro.collect.yamlio import DataFileError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,8 +38,12 @@ def test_status_follows_records_and_locks(tmp_path):
     assert status == "ok"
     assert key_metric(record) == "wikitext2 ppl 36.471, c4 ppl 40.000, zeroshot 0.6500"
     table = render_table([{"num": 0, "status": status, "metric": key_metric(record), "overrides": "seed=0",
-                           "run_dir": str(run_dir)}])
-    assert "36.471" in table and table.endswith("1 jobs: 1 ok, 0 failed, 0 running, 0 missing")
+                           "run_dir": str(run_dir)},
+                          {"num": 1, "status": "missing", "metric": "", "overrides": "tags=[a,b]", "run_dir": "r"}])
+    assert "36.471" in table and table.endswith("2 jobs: 1 ok, 0 failed, 0 running, 1 missing")
+    head, rule, first, second = table.splitlines()[:4]
+    assert "tags=[a,b]" in second and str(run_dir) in first           # no markup eaten, nothing cut
+    assert head.index("| status") == first.index("| ok") == second.index("| missing")   # aligned columns
 
 
 def test_status_of_a_grid_given_as_overrides_runs_nothing(tmp_path):

@@ -68,7 +68,7 @@ def test_dense_runs_have_no_prune_stage(tmp_path, prune_calls):
     assert rec["prune_id"] is None and rec["pruned_model"] is None and not (tmp_path / "pruned").exists()
 
 
-def test_a_recovery_that_prunes_itself_gets_the_dense_model_and_its_work_folder(tmp_path, prune_calls, monkeypatch):
+def test_a_recovery_that_prunes_itself_gets_the_dense_model_and_its_work_folder(tmp_path, prune_calls):
     from dataclasses import dataclass
 
     from repro import registry
@@ -92,12 +92,11 @@ def test_a_recovery_that_prunes_itself_gets_the_dense_model_and_its_work_folder(
             seen["workdir"], seen["calib"] = workdir, calib
             return {"rounds": 1}
 
-    registry.method_class("recovery", "none")         # load the registry before adding to it
-    monkeypatch.setitem(registry._REGISTRY["recovery"], "self_pruning_test", (SelfPruning, SelfPruningConfig))
-    rec = execute(compose_cfg(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
-                              "recovery.name=self_pruning_test"))
-    run = resolve(compose_run(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
-                              "recovery.name=self_pruning_test"))
+    with registry.registered("recovery", "self_pruning_test", SelfPruning, SelfPruningConfig):
+        rec = execute(compose_cfg(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
+                                  "recovery.name=self_pruning_test"))
+        run = resolve(compose_run(*FAST, "score=wanda", "eval.ppl.max_windows=1", f"paths.results={tmp_path}",
+                                  "recovery.name=self_pruning_test"))
     assert prune_calls == [] and seen["zeros"] == 0 and seen["calib"] is not None
     assert seen["workdir"] == tmp_path / "recovered" / run.recover_id and seen["workdir"].is_dir()
     assert rec["prune"]["pruned_by"] == "recovery" and rec["recovery"] == {"rounds": 1}

@@ -6,7 +6,7 @@ the sweep is split into jobs by `BasicSweeper.split_arguments` on `OverridesPars
 Per job, a group override (`model=llama-7b`, `score=dsnot_wanda`) takes that option's node as Hydra composes it
 (composed once per option, the experiment file's own values for the group merged over it, as `_global_` does), a
 value override (`sparsity=0.7`, `score.initial_method=wanda`) is set on the node. A job fills a cell when
-`repro.collect.keys.record_matches` (the collector's own rule) accepts its config and its evaluation produces the
+`repro.collect.compare.paper.record_matches` (the collector's own rule) accepts its config and its evaluation produces the
 cell's metric. Papers whose methods are not built yet (no conf/experiment/<paper>/) are skipped, by name.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from repro.collect.keys import record_matches
-from repro.collect.layouts import load_layout
+from repro.collect.cells.layouts import load_layout
+from repro.collect.compare.paper import record_matches
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -82,7 +82,7 @@ def produces_metric(cfg: dict, metric: str) -> bool:
         return bool(zs) and (name == "mean" or name in (zs.get("tasks") or []))
     if family == "speed":
         return bool(ev.get("speed"))
-    if family == "hv":                 # a multi-objective run over exactly these domains (repro/collect/pareto.py)
+    if family == "hv":                 # a multi-objective run over exactly these domains (repro/collect/compare/pareto.py)
         obj = cfg.get("objectives") or {}
         return "_".join(d["name"] for d in obj.get("domains") or []) == name
     return True                     # timings.* / memory.*: every run records them

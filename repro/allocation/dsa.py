@@ -31,7 +31,6 @@ Deviations / choices:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from repro.allocation._ratio_maps import check_layer_ratios
 from repro.config import ConfigError, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
-from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.engine import BlockCallback, BlockContext
 from repro.registry import register
 
 log = logging.getLogger(__name__)
@@ -182,12 +181,7 @@ class DSA(Allocator):
     needs_calibration = True
 
     def allocate(self, ctx: AllocationContext) -> Dict[str, float]:
-        if ctx.calib_ids is None:
-            raise RuntimeError("allocation=dsa needs calibration data (calib.name=none was given)")
-        engine_cfg = dataclasses.replace(ctx.run.engine, propagate="dense", true_sequential=False)
-        ids = ctx.calib_ids if self.cfg.nsamples is None else ctx.calib_ids[:self.cfg.nsamples]
-        callback = _ImportancePass(parse_graph(self.cfg.graph))
-        CalibrationEngine(ctx.model, ctx.adapter, engine_cfg, ids, batch_size=ctx.run.calib.batch_size).run(callback)
+        callback = ctx.run_pass(_ImportancePass(parse_graph(self.cfg.graph)), self.cfg.nsamples)
         per_block = dsa_sparsities(callback.values, ctx.run.sparsity, self.cfg.lam)
         check_layer_ratios("allocation.lam", self.cfg.lam, per_block, ctx.run.sparsity,
                            f"block sparsities s ± λ inside [0, 1) (s = {ctx.run.sparsity})")

@@ -77,7 +77,7 @@ from repro.allocation import lua_llm_train as T
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
 from repro.methods.wanda import wanda_score
-from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.engine import BlockCallback, BlockContext
 from repro.registry import register
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,7 @@ class _DenseWandaRanks(BlockCallback):
 
 
 def dense_wanda_ranks(ctx: AllocationContext, nsamples: int) -> Dict[str, torch.Tensor]:
-    engine_cfg = dataclasses.replace(ctx.run.engine, propagate="dense", true_sequential=False)
-    callback = _DenseWandaRanks()
-    CalibrationEngine(ctx.model, ctx.adapter, engine_cfg, ctx.calib_ids[:nsamples],
-                      batch_size=ctx.run.calib.batch_size).run(callback)
-    return callback.ranks
+    return ctx.run_pass(_DenseWandaRanks(), nsamples).ranks
 
 
 # ---------------------------------------------------------------------------------------------- allocator

@@ -18,7 +18,6 @@ float rounding); when all blocks have the same outlier ratio the allocation is u
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -29,7 +28,7 @@ from repro.allocation._ratio_maps import CLAMPS, outlier_ratio, owl_sparsities
 from repro.config import check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
 from repro.methods.wanda import wanda_score
-from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.engine import BlockCallback, BlockContext
 from repro.registry import register
 
 log = logging.getLogger(__name__)
@@ -66,13 +65,7 @@ class _OutlierPass(BlockCallback):
 
 def block_outlier_ratios(ctx: AllocationContext, m: float, nsamples: Optional[int]) -> List[float]:
     """Dense pass over the calibration set (all linears of a block in one group)."""
-    if ctx.calib_ids is None:
-        raise RuntimeError("allocation=owl needs calibration data (calib.name=none was given)")
-    engine_cfg = dataclasses.replace(ctx.run.engine, propagate="dense", true_sequential=False)
-    ids = ctx.calib_ids if nsamples is None else ctx.calib_ids[:nsamples]
-    callback = _OutlierPass(m)
-    CalibrationEngine(ctx.model, ctx.adapter, engine_cfg, ids, batch_size=ctx.run.calib.batch_size).run(callback)
-    return callback.ratios
+    return ctx.run_pass(_OutlierPass(m), nsamples).ratios
 
 
 @register("allocation", "owl", OwlConfig)

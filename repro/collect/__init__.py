@@ -8,24 +8,36 @@ Python API (what `repro tables`, `repro diff` and notebooks/analysis.ipynb use):
     cells_frame(owl)                               # one row per cell (pandas)
     recs.frame()                                   # one row per run (pandas)
 
-Data: experiments/<paper>/reported.yaml (reported.py) and experiments/<paper>/tables.yaml (layouts.py).
+The stages read in one direction, one subpackage each:
+
+    records/  run records from disk, and what a record says of itself      (knows no paper)
+    cells/    a paper's cells: keys, layouts (tables.yaml), reported numbers (reads no record values)
+    compare/  records matched to cells and judged; protocol differences; Pareto fronts; two runs diffed
+    render/   Markdown, LaTeX, CSV, HTML and figures of what compare/ built (computes nothing)
+
+`vocab.py` (names, metrics, tolerances) and `yamlio.py` (line-aware YAML) serve every stage; `cli.py`
+(`repro tables`, `repro diff`) and `publish.py` (`python -m repro.collect.publish`) are the entry points.
+Data: experiments/<paper>/reported.yaml (cells/reported.py) and experiments/<paper>/tables.yaml (cells/layouts.py).
 Docs: docs/collector.md.
 """
-from repro.collect.compare import Cell, PaperResult, TableResult, build_paper, cells_frame, load_paper, papers
-from repro.collect.diff import diff_records, format_diff, resolve_run
-from repro.collect.records import RecordSet, load_records
-from repro.collect.render import paper_csv, paper_latex, paper_markdown, table_latex, table_markdown
+from repro.collect.cells.paper import load_paper, papers
+from repro.collect.compare.paper import Cell, PaperResult, TableResult, build_paper
+from repro.collect.compare.runs import diff_records
+from repro.collect.records.load import RecordSet, load_records, resolve_run
+from repro.collect.render.diff import format_diff
+from repro.collect.render.text import (cells_frame, paper_csv, paper_latex, paper_markdown, table_latex,
+                                       table_markdown)
 from repro.collect.yamlio import DataFileError
 
 
 def paper_html(result, plots: bool = True) -> str:
-    from repro.collect.html import paper_html as _html
+    from repro.collect.render.html import paper_html as _html
 
     return _html(result, plots=plots)
 
 
 def ppl_figures(result):
-    from repro.collect.plots import ppl_figures as _figs
+    from repro.collect.render.plots import ppl_figures as _figs
 
     return _figs(result)
 

@@ -19,8 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-from repro.collect.compare import EXPERIMENTS_DIR, build_paper, papers
-from repro.collect.records import load_records
+from repro.collect.cells.paper import EXPERIMENTS_DIR, papers
+from repro.collect.compare.paper import build_paper
+from repro.collect.records.load import load_records
 from repro.collect.vocab import DEFAULT_TOLERANCES
 from repro.collect.yamlio import DataFileError
 from repro.config import ConfigError
@@ -61,7 +62,7 @@ def parse_stand_ins(items) -> dict:
 
 
 def render(result, fmt: str) -> str:
-    from repro.collect import render as r
+    from repro.collect.render import text as r
 
     if fmt == "md":
         return r.paper_markdown(result)
@@ -69,7 +70,7 @@ def render(result, fmt: str) -> str:
         return r.paper_latex(result)
     if fmt == "csv":
         return r.paper_csv(result)
-    from repro.collect.html import paper_html
+    from repro.collect.render.html import paper_html
 
     return paper_html(result)
 
@@ -131,7 +132,7 @@ def tables_main(argv) -> None:
 
 def write_outputs(result, fmt: str, out: Path) -> list:
     """md/latex/csv: one file per table under <out>/<paper>/ plus the whole paper; html: <out>/<paper>.html."""
-    from repro.collect import render as r
+    from repro.collect.render import text as r
 
     written = []
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,9 @@ def write_outputs(result, fmt: str, out: Path) -> list:
 
 
 def diff_main(argv) -> None:
-    from repro.collect.diff import diff_records, format_diff, resolve_run
+    from repro.collect.compare.runs import diff_records
+    from repro.collect.records.load import resolve_run
+    from repro.collect.render.diff import format_diff
 
     p = argparse.ArgumentParser(prog="repro diff", description="What differs between two runs: config, protocol "
                                 "fingerprint, metrics, versions.")

@@ -14,6 +14,9 @@ from pathlib import Path
 SCORES = ("dense", "magnitude", "wanda", "sparsegpt", "multiflow", "dsnot", "ria", "pruner_zero", "alps",
           "mosp", "slimgpt", "flap", "llm_pruner")
 ALLOCATIONS = ("uniform", "owl", "alpha", "neuronal", "lua_llm", "dsa", "atp", "losa")
+# Scores that remove no weight (the registered scorers whose `prunes` is False; tests/test_collect.py checks the
+# registry agrees): their cells have no allocation, pattern or sparsity, and one run fills every sparsity's row.
+UNPRUNED = ("dense",)
 RECOVERIES = ("none", "lora", "dora", "losa", "restorelcc", "eora", "lofit", "flap")
 PATTERNS = ("unstructured", "2:4", "4:8", "structured")
 
@@ -26,6 +29,11 @@ ZEROSHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_ch
                   "mmlu", "mean")
 
 CONF_MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+
+def prunes(score: str) -> bool:
+    """Does this score (a run's `score.name`, a reported row's `score`) remove weights?"""
+    return score not in UNPRUNED
 
 
 def model_names() -> tuple:
@@ -63,7 +71,7 @@ _OTHER_METRICS = {
 }
 
 
-# Hypervolume of a multi-objective run's preference models over these domains (repro/collect/pareto.py).
+# Hypervolume of a multi-objective run's preference models over these domains (repro/collect/compare/pareto.py).
 HV_SETTINGS = ("c4_gsm8k", "c4_gsm8k_code")
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repro.config import ConfigError, SpeedConfig
+from repro.registry import method_class
 
 log = logging.getLogger(__name__)
 SEMI_STRUCTURED_DTYPES = (torch.float16, torch.bfloat16)
@@ -62,7 +63,7 @@ def check_speed(cfg: SpeedConfig, run=None) -> None:
         if run.model.dtype not in ("float16", "bfloat16"):
             raise ConfigError("model.dtype", run.model.dtype,
                               "float16 or bfloat16 for eval.speed.kernel=semi_structured")
-        if run.score.name != "dense" and (run.pattern.name, run.pattern.n, run.pattern.m) != ("nm", 2, 4):
+        if method_class("score", run.score.name).prunes and (run.pattern.name, run.pattern.n, run.pattern.m) != ("nm", 2, 4):
             raise ConfigError("pattern", run.pattern.label,
                               "2:4 (pattern=nm_2_4) for eval.speed.kernel=semi_structured")
 

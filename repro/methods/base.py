@@ -66,3 +66,19 @@ class AllocationContext:
     scorer: Scorer                       # the base method (NeuronAL simulates pruning with it)
     calib_ids: Optional[torch.Tensor]    # calibration tokens [nsamples, seqlen] (None if not loaded)
     report: dict                         # allocators write what they searched/decided here (goes to the record)
+
+    def run_pass(self, callback, nsamples: Optional[int] = None, propagate: str = "dense"):
+        """One pass of the calibration engine over the first `nsamples` calibration sequences (all if None), every
+        linear of a block in one group, with `callback` seeing each block (an allocator's statistics pass).
+        `propagate`: the next block's inputs are the outputs of the "dense" or the "pruned" block."""
+        import dataclasses
+
+        from repro.prune.engine import CalibrationEngine
+
+        if self.calib_ids is None:
+            raise RuntimeError(f"allocation={self.run.allocation.name} needs calibration data "
+                               "(calib.name=none was given)")
+        engine_cfg = dataclasses.replace(self.run.engine, propagate=propagate, true_sequential=False)
+        ids = self.calib_ids if nsamples is None else self.calib_ids[:nsamples]
+        CalibrationEngine(self.model, self.adapter, engine_cfg, ids, batch_size=self.run.calib.batch_size).run(callback)
+        return callback

@@ -41,8 +41,11 @@ def check_objectives(cfg) -> None:
     obj = cfg.objectives
     if obj is None:
         return
-    if cfg.score.name not in EXTENSION1 + ("mosp", "dense"):
-        raise ConfigError("score.name", cfg.score.name, "one of " + ", ".join(EXTENSION1 + ("mosp", "dense")),
+    from repro.registry import method_class, names
+
+    allowed = EXTENSION1 + ("mosp",) + tuple(n for n in names("score") if not method_class("score", n).prunes)
+    if cfg.score.name not in allowed:
+        raise ConfigError("score.name", cfg.score.name, "one of " + ", ".join(allowed),
                           "Multi-objective runs exist for MOSP and the Extension-1 baselines.")
     if cfg.allocation.name != "uniform" or cfg.recovery.name != "none":
         raise ConfigError("allocation" if cfg.allocation.name != "uniform" else "recovery",

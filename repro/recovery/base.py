@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from repro.config import ConfigError
+from repro.registry import method_class
 
 
 class Recovery:
@@ -37,7 +38,7 @@ class Recovery:
 
     def check(self, run) -> None:
         """Preflight (no model loaded): raise ConfigError on bad input."""
-        if run.score.name == "dense" and not self.prunes_itself:
+        if not method_class("score", run.score.name).prunes and not self.prunes_itself:
             raise ConfigError("recovery.name", run.recovery.name, "recovery=none for a dense model (score=dense)",
                               "Recovery fine-tunes a pruned model; choose a pruning score (e.g. score=wanda).")
 
@@ -93,12 +94,11 @@ def apply_budget(node, budget):
 
     from omegaconf import OmegaConf
 
-    from repro.registry import _REGISTRY, _load_all
+    from repro.registry import method_schema, names
 
-    _load_all()
     name = node.get("name") if node is not None else None
-    if budget is None or name not in _REGISTRY["recovery"]:
+    if budget is None or name not in names("recovery"):
         return node
-    fields = {f.name for f in dataclasses.fields(_REGISTRY["recovery"][name][1])}
+    fields = {f.name for f in dataclasses.fields(method_schema("recovery", name))}
     keep = {k: v for k, v in OmegaConf.to_container(budget, resolve=True).items() if k in fields}
     return OmegaConf.merge(node, keep) if keep else node

@@ -69,18 +69,28 @@ def status_row(num, overrides, results: str, identity: str) -> dict:
 
 
 def render_table(rows: list[dict]) -> str:
-    """A plain aligned table (copy-pasteable into an issue) followed by the counts per status."""
+    """A plain aligned table (rich, ASCII rules, no colour: copy-pasteable into an issue) followed by the counts
+    per status. Cells are never wrapped or cut: the table is as wide as its longest run directory."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     columns = [("#", "num"), ("status", "status"), ("key metric", "metric"), ("overrides", "overrides"),
                ("run dir", "run_dir")]
-    cells = [[str(row.get(key, "")) for _, key in columns] for row in rows]
-    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
-    lines = ["  ".join(title.ljust(w) for (title, _), w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
+    table = Table(box=box.ASCII2, show_edge=False, pad_edge=False, header_style=None)
+    for title, _ in columns:
+        table.add_column(title, no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*(str(row.get(key, "")) for _, key in columns))
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None, emoji=False, markup=False, highlight=False,
+            legacy_windows=False).print(table, crop=False)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     shown = [s for s in STATUSES if s != "corrupt" or counts[s]]     # `corrupt` only when there is one
-    lines.append(f"{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown))
-    return "\n".join(lines)
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    return "\n".join(lines + [f"{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in shown)])
 
 
 def rows_from_sweep_dir(sweep_dir: Path) -> list[dict]:

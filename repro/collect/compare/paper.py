@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Optional
 
 from repro.collect import vocab
-from repro.collect.keys import CellKey, record_key_fields, record_matches
-from repro.collect.layouts import AxisItem, Layout, Table, load_layout
-from repro.collect.protocol import deviations, method_deviations
-from repro.collect.records import RecordSet, variant_id
-from repro.collect.reported import ReportedEntry, ReportedSet, load_reported
+from repro.collect.cells.keys import CellKey
+from repro.collect.cells.layouts import AxisItem, Layout, Table
+from repro.collect.cells.paper import EXPERIMENTS_DIR, load_paper
+from repro.collect.cells.reported import ReportedEntry, ReportedSet
+from repro.collect.compare.protocol import deviations, method_deviations
+from repro.collect.records.fields import config_value, record_key_fields
+from repro.collect.records.load import RecordSet, variant_id
 from repro.collect.yamlio import DataFileError
-
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
-
 
 @dataclass
 class Cell:
@@ -105,7 +104,20 @@ class PaperResult:
     tables: dict
     unplaced_runs: list = field(default_factory=list)     # run dirs of this paper's experiment in no cell
     records: Optional[RecordSet] = None
-    fronts: dict = field(default_factory=dict)             # multi-objective runs (repro/collect/pareto.py)
+    fronts: dict = field(default_factory=dict)             # multi-objective runs (repro/collect/compare/pareto.py)
+
+
+def record_matches(record: dict, key: CellKey) -> bool:
+    """Does this run record belong to the cell (metric aside)?"""
+    rk = record_key_fields(record)
+    if rk["model"] != key.model or rk["score"] != key.score or rk["recovery"] != key.recovery:
+        return False
+    if vocab.prunes(key.score):
+        if rk["allocation"] != key.allocation or rk["pattern"] != key.pattern:
+            return False
+        if rk["sparsity"] is None or key.sparsity is None or abs(float(rk["sparsity"]) - key.sparsity) > 1e-6:
+            return False
+    return all(config_value(record, k) == v for k, v in key.extra)
 
 
 def tolerance_for(metric_name: str, reported: ReportedEntry, tolerances: dict) -> tuple:
@@ -221,32 +233,6 @@ def build_table(table: Table, reported: ReportedSet, records: list, tolerances: 
     return TableResult(table=table, cells=cells)
 
 
-def papers(experiments_dir: Path = EXPERIMENTS_DIR) -> list:
-    return sorted(p.name for p in Path(experiments_dir).iterdir()
-                  if (p / "tables.yaml").is_file() and (p / "reported.yaml").is_file())
-
-
-def load_paper(paper: str, experiments_dir: Path = EXPERIMENTS_DIR) -> tuple:
-    """Load and cross-check a paper's layout and reported numbers: every layout cell has exactly one reported
-    entry (a value, or null + the reason), and every reported entry lands in a layout cell."""
-    d = Path(experiments_dir) / paper
-    if not (d / "tables.yaml").is_file() or not (d / "reported.yaml").is_file():
-        raise DataFileError(d, None, "paper", paper, "one of " + ", ".join(papers(experiments_dir)),
-                            f"A paper is a directory {experiments_dir}/<paper>/ with tables.yaml and reported.yaml.")
-    layout = load_layout(d / "tables.yaml", paper)
-    reported = load_reported(d / "reported.yaml", paper)
-    cells = {(t.name, t.cell_key(r, c)) for t in layout.tables.values() for r in t.rows for c in t.columns}
-    for e in reported.entries:
-        if e.table not in layout.tables:
-            raise DataFileError(reported.path, e.line, "table", e.table, "a table of tables.yaml: "
-                                + ", ".join(layout.tables))
-        if (e.table, e.key) not in cells:
-            raise DataFileError(reported.path, e.line, "cell", e.key.describe(),
-                                f"a cell of table {e.table!r} in {layout.path.name}",
-                                "Add its row/column to the layout, or fix the entry's fields.")
-    return layout, reported
-
-
 def build_paper(paper: str, records: RecordSet | list, experiments_dir: Path = EXPERIMENTS_DIR,
                 tolerances: Optional[dict] = None, tables: Optional[list] = None,
                 stand_ins: Optional[dict] = None) -> PaperResult:
@@ -254,7 +240,7 @@ def build_paper(paper: str, records: RecordSet | list, experiments_dir: Path = E
     recs = records.records if isinstance(records, RecordSet) else list(records)
     recs = apply_stand_ins(recs, stand_ins or {})
     if layout.pareto_fronts:
-        from repro.collect import pareto
+        from repro.collect.compare import pareto
         recs = pareto.annotate(recs)                       # metrics.hv.<domains> with the reference rule
     tol = {fam: {**layout.tolerances.get(fam, {}), **(tolerances or {}).get(fam, {})}
            for fam in vocab.DEFAULT_TOLERANCES}
@@ -271,24 +257,3 @@ def build_paper(paper: str, records: RecordSet | list, experiments_dir: Path = E
                        fronts=pareto.fronts(recs) if layout.pareto_fronts else {})
 
 
-def cells_frame(result: PaperResult):
-    """Every cell of every table as one long pandas DataFrame (what the CSV holds)."""
-    import pandas as pd
-
-    rows = []
-    for t in result.tables.values():
-        for c in t.cells:
-            rep = c.reported
-            rows.append({
-                "paper": result.paper, "table": c.table, "row": c.row, "column": c.column,
-                "model": c.key.model, "method": c.key.method_label(), "score": c.key.score,
-                "allocation": c.key.allocation, "recovery": c.key.recovery, "pattern": c.key.pattern,
-                "sparsity": c.key.sparsity, "metric": c.key.metric, "reported": c.reported_value,
-                "reported_status": rep.status if rep else None, "missing_reason": rep.missing if rep else None,
-                "source": rep.source if rep else None, "reproduced_mean": c.mean, "reproduced_std": c.std,
-                "n_seeds": c.n, "seeds": " ".join(f"{s}/{cs}" for s, cs in c.seeds),  # run seed / calib seed
-                "delta": c.delta, "rel_delta": c.rel_delta, "tolerance": c.tolerance,
-                "verdict": c.verdict, "protocol_differs": c.protocol_differs,
-                "protocol_deviations": "; ".join(c.deviations), "other_variants": c.other_variants,
-                "extra_column": c.extra, "run_dirs": " ".join(map(str, c.run_dirs))})
-    return pd.DataFrame(rows)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Optional
 
 from repro.collect import vocab
-from repro.collect.keys import CellKey, check_selector, make_key
-from repro.collect.protocol import CHECKS
+from repro.collect.cells.keys import CellKey, check_selector, make_key
+from repro.collect.records.protocol import CHECKS
 from repro.collect.yamlio import DataFileError, LinedDict, load_yaml
 
 _TOP = ("paper", "title", "protocol", "method_options", "tolerances", "tables", "pareto_fronts")
@@ -74,7 +74,7 @@ class Layout:
     path: Path
     tables: dict = field(default_factory=dict)
     tolerances: dict = field(default_factory=dict)
-    pareto_fronts: bool = False      # show the multi-objective runs' fronts (repro/collect/pareto.py)
+    pareto_fronts: bool = False      # show the multi-objective runs' fronts (repro/collect/compare/pareto.py)
 
 
 def _axis(node, path, where) -> list:
@@ -171,7 +171,7 @@ def _table(name, node, base_protocol, path, base_options=None) -> Table:
     for row in table.rows:
         for col in table.columns:
             merged = {**table.fixed, **row.select, **col.select}
-            for req in ("model", "score", "metric") + (() if merged.get("score") == "dense" else ("sparsity",)):
+            for req in ("model", "score", "metric") + (("sparsity",) if vocab.prunes(merged.get("score")) else ()):
                 if req not in merged:
                     raise DataFileError(path, node.line, where, f"row {row.label!r} x column {col.label!r}", 
                                         f"a `{req}` from `fixed`, the row or the column")

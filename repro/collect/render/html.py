@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import html
 
-from repro.collect.compare import Cell, PaperResult, TableResult
-from repro.collect.plots import figure_png_base64, ppl_figures
-from repro.collect.render import LEGEND, MARKS, _grid, grid_text, ours_text, paper_text
+from repro.collect.compare.paper import Cell, PaperResult, TableResult
+from repro.collect.render.plots import figure_png_base64, ppl_figures
+from repro.collect.render.text import LEGEND, MARKS, _grid, grid_text, ours_text, paper_text
 
 COLORS = {"reproduced": "#c8e6c9", "close": "#fff3b0", "off": "#ffcdd2", "not run": "#ffffff",
           "not reported": "#e3f2fd"}
@@ -173,7 +173,7 @@ def paper_html(result: PaperResult, plots: bool = True) -> str:
         else:
             parts.append("<p class='empty'>No perplexity number (reported or reproduced) to plot.</p>")
     if result.fronts:
-        from repro.collect.pareto import html as fronts_html
+        from repro.collect.render.pareto import html as fronts_html
         parts.append(fronts_html(result.fronts))
     if result.reported.claims:
         parts.append("<h2>Reported claims that are not table cells</h2><ul>")

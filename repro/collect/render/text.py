@@ -1,4 +1,4 @@
-"""Text renderings of a filled paper (`compare.PaperResult`): Markdown, LaTeX and CSV.
+"""Text renderings of a filled paper (`compare.paper.PaperResult`): Markdown, LaTeX and CSV.
 
 Each table is shown in the paper's layout, a cell reading `ours / paper` plus a verdict mark:
 ✓ reproduced, ≈ close, ✗ off, · not run, ∅ not reported (a run but no reported number); † = the run's protocol
@@ -9,7 +9,7 @@ table (booktabs rules), cells `ours (paper)` with a superscript verdict letter; 
 """
 from __future__ import annotations
 
-from repro.collect.compare import Cell, PaperResult, TableResult, cells_frame
+from repro.collect.compare.paper import Cell, PaperResult, TableResult
 
 MARKS = {"reproduced": "✓", "close": "≈", "off": "✗", "not run": "·", "not reported": "∅"}
 TEX_MARKS = {"reproduced": "r", "close": "c", "off": "o", "not run": "", "not reported": "n"}
@@ -107,7 +107,7 @@ def paper_markdown(result: PaperResult) -> str:
     for t in result.tables.values():
         out.append(table_markdown(t, result.paper))
     if result.fronts:
-        from repro.collect.pareto import markdown
+        from repro.collect.render.pareto import markdown
         out.append(markdown(result.fronts))
     if result.reported.claims:
         out += ["## Reported claims that are not table cells", ""]
@@ -164,3 +164,26 @@ def paper_latex(result: PaperResult) -> str:
 
 def paper_csv(result: PaperResult) -> str:
     return cells_frame(result).to_csv(index=False)
+
+
+def cells_frame(result: PaperResult):
+    """Every cell of every table as one long pandas DataFrame (what the CSV holds)."""
+    import pandas as pd
+
+    rows = []
+    for t in result.tables.values():
+        for c in t.cells:
+            rep = c.reported
+            rows.append({
+                "paper": result.paper, "table": c.table, "row": c.row, "column": c.column,
+                "model": c.key.model, "method": c.key.method_label(), "score": c.key.score,
+                "allocation": c.key.allocation, "recovery": c.key.recovery, "pattern": c.key.pattern,
+                "sparsity": c.key.sparsity, "metric": c.key.metric, "reported": c.reported_value,
+                "reported_status": rep.status if rep else None, "missing_reason": rep.missing if rep else None,
+                "source": rep.source if rep else None, "reproduced_mean": c.mean, "reproduced_std": c.std,
+                "n_seeds": c.n, "seeds": " ".join(f"{s}/{cs}" for s, cs in c.seeds),  # run seed / calib seed
+                "delta": c.delta, "rel_delta": c.rel_delta, "tolerance": c.tolerance,
+                "verdict": c.verdict, "protocol_differs": c.protocol_differs,
+                "protocol_deviations": "; ".join(c.deviations), "other_variants": c.other_variants,
+                "extra_column": c.extra, "run_dirs": " ".join(map(str, c.run_dirs))})
+    return pd.DataFrame(rows)

@@ -34,7 +34,7 @@ class CellKey:
     extra: tuple = ()          # sorted ((config.path, value), ...)
 
     def normalized(self) -> "CellKey":
-        if self.score == "dense":
+        if not vocab.prunes(self.score):
             return dataclasses.replace(self, allocation=None, pattern=None, sparsity=None)
         return dataclasses.replace(self, sparsity=None if self.sparsity is None else round(float(self.sparsity), 6))
 
@@ -48,7 +48,7 @@ class CellKey:
 
     def describe(self) -> str:
         s = f"{self.model} {self.method_label()}"
-        if self.score != "dense":
+        if vocab.prunes(self.score):
             s += f" {self.sparsity:g} {self.pattern}" if self.sparsity is not None else f" {self.pattern}"
         s += f" {self.metric}"
         return s + "".join(f" {k}={v}" for k, v in self.extra)
@@ -110,37 +110,3 @@ def make_key(fields: dict) -> CellKey:
     extra = tuple(sorted((k, v) for k, v in fields.items() if k.startswith("config.")))
     core = {k: fields.get(k, DEFAULTS.get(k)) for k in CORE_FIELDS}
     return CellKey(extra=extra, **core).normalized()
-
-
-def record_key_fields(record: dict) -> dict:
-    """The core key fields of a run record (its config), in the vocabulary of reported tables."""
-    cfg = record.get("config", {})
-    pattern = cfg.get("pattern", {}) or {}
-    name = pattern.get("name", "unstructured")
-    label = name if name in ("unstructured", "structured") else f"{pattern.get('n')}:{pattern.get('m')}"
-    return {"model": cfg.get("model", {}).get("name"), "score": (cfg.get("score") or {}).get("name"),
-            "allocation": (cfg.get("allocation") or {}).get("name", "uniform"),
-            "recovery": (cfg.get("recovery") or {}).get("name", "none"), "pattern": label,
-            "sparsity": cfg.get("sparsity")}
-
-
-def config_value(record: dict, dotted: str):
-    node = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def record_matches(record: dict, key: CellKey) -> bool:
-    """Does this run record belong to the cell (metric aside)?"""
-    rk = record_key_fields(record)
-    if rk["model"] != key.model or rk["score"] != key.score or rk["recovery"] != key.recovery:
-        return False
-    if key.score != "dense":
-        if rk["allocation"] != key.allocation or rk["pattern"] != key.pattern:
-            return False
-        if rk["sparsity"] is None or key.sparsity is None or abs(float(rk["sparsity"]) - key.sparsity) > 1e-6:
-            return False
-    return all(config_value(record, k) == v for k, v in key.extra)

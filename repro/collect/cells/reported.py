@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from repro.collect.keys import CORE_FIELDS, CellKey, check_selector, make_key
+from repro.collect import vocab
+from repro.collect.cells.keys import CORE_FIELDS, CellKey, check_selector, make_key
 from repro.collect.yamlio import DataFileError, LinedDict, load_yaml
 
 STATUSES = ("seen", "quoted", "secondary", "unseen")   # unseen: where the number is, not yet read
@@ -163,7 +164,7 @@ def _load_cells(node, i, sources, path) -> list:
         if req not in sel:
             raise DataFileError(path, node.line, f"{where}.{req}", None, f"a `{req}` for every cell")
     scores = sel["score"] if isinstance(sel["score"], list) else [sel["score"]]
-    if any(s != "dense" for s in scores) and "sparsity" not in sel:
+    if any(map(vocab.prunes, scores)) and "sparsity" not in sel:
         raise DataFileError(path, node.line, f"{where}.sparsity", None, "a sparsity for every non-dense cell")
     listed = {k: v for k, v in sel.items() if isinstance(v, list)}
     if listed and value is not None:

@@ -64,7 +64,7 @@ def migrate(record: dict, path) -> dict:
     while version < SCHEMA_VERSION:
         if version not in MIGRATIONS:
             raise ValueError(f"schema_version {version} has no migration to {SCHEMA_VERSION}: rerun the experiment "
-                             f"with force=true, or add MIGRATIONS[{version}] in repro/collect/records.py")
+                             f"with force=true, or add MIGRATIONS[{version}] in repro/collect/records/load.py")
         record = MIGRATIONS[version](record)
         version += 1
         record["schema_version"] = version
@@ -114,18 +114,10 @@ def variant_id(record: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _flatten(prefix: str, node, out: dict) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        out[prefix] = float(node)
-
-
 def records_frame(records: list):
     import pandas as pd
 
-    from repro.collect.keys import record_key_fields
+    from repro.collect.records.fields import flatten, record_key_fields
 
     rows = []
     for r in records:
@@ -134,6 +126,30 @@ def records_frame(records: list):
                "identity": r.get("identity"), "variant": variant_id(r), "run_dir": r.get("run_dir"),
                "status": r.get("status"), "paper": (cfg.get("experiment") or {}).get("paper"),
                "sparsity_measured": (r.get("sparsity") or {}).get("overall")}
-        _flatten("", r.get("metrics", {}), row)
+        row.update({k: float(v) for k, v in flatten(r.get("metrics", {})).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def resolve_run(arg: str, results: str | Path = "results") -> dict:
+    """A record from a run directory, a result.json path, or an identity (prefix) under <results>/runs."""
+    p = Path(arg)
+    candidates = [p / RECORD_FILE if p.is_dir() else p] if p.exists() else []
+    if not candidates:
+        runs = Path(results) / "runs"
+        matches = sorted(runs.glob(f"{arg}*/{RECORD_FILE}")) if runs.is_dir() and arg else []
+        if len(matches) > 1:
+            raise DataFileError(runs, None, "run", arg, "a unique identity prefix",
+                                "Matches: " + ", ".join(m.parent.name for m in matches[:8]))
+        candidates = matches
+    if not candidates or not candidates[0].is_file():
+        raise DataFileError(arg, None, "run", arg, f"a run directory, a {RECORD_FILE}, or an identity under "
+                            f"{Path(results) / 'runs'}")
+    path = candidates[0]
+    try:
+        rec = migrate(json.loads(path.read_text()), path)
+    except (json.JSONDecodeError, ValueError) as e:
+        raise DataFileError(path, None, "record", str(e).splitlines()[0], "a readable run record") from None
+    rec.setdefault("run_dir", str(path.parent))
+    return rec

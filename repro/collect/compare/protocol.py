@@ -12,70 +12,9 @@ are) but the cell is flagged "protocol differs" and the differences are listed, 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Optional
+from typing import Optional
 
-from repro.collect.keys import config_value
-
-
-def _ppl(record, metric_name):
-    ds = metric_name.split(".", 1)[1] if metric_name.startswith("ppl.") else None
-    return (record.get("protocol", {}).get("ppl", {}) or {}).get(ds) if ds else None
-
-
-def _seqlen(record, metric_name):
-    if not metric_name.startswith("ppl."):
-        return _SKIP                  # lm-eval and cost metrics do not use the model's evaluation windows
-    fp = _ppl(record, metric_name)
-    return (fp or {}).get("seqlen", record.get("protocol", {}).get("seqlen"))
-
-
-def _zeroshot(get: Callable) -> Callable:
-    """A zero-shot check: skipped for other metrics; `get(protocol.zeroshot, task or None)`."""
-    def check(record, metric_name):
-        if not metric_name.startswith("zeroshot."):
-            return _SKIP
-        zs = record.get("protocol", {}).get("zeroshot")
-        if not zs:
-            return None
-        task = metric_name.split(".", 1)[1]
-        return get(zs, None if task == "mean" else task)
-    return check
-
-
-def _task_metric(zs, task):
-    tasks = zs.get("tasks") or {}
-    names = sorted({row.get("metric") for t, row in tasks.items() if task is None or t == task})
-    return names[0] if len(names) == 1 else ",".join(map(str, names)) or None
-
-
-def _calib(field: str) -> Callable:
-    def get(record, metric_name):
-        cal = record.get("protocol", {}).get("calibration")
-        if cal is None:           # dense runs and calibration-free methods have none: nothing to compare
-            return _SKIP
-        return cal.get(field)
-    return get
-
-
-_SKIP = object()
-
-# name -> (extractor(record, metric) -> value, how to say it)
-CHECKS = {
-    "seqlen": (_seqlen, "seqlen"),
-    "dtype": (lambda r, m: r.get("protocol", {}).get("dtype", config_value(r, "config.model.dtype")), "dtype"),
-    "ppl_source": (lambda r, m: (((_ppl(r, m) or {}).get("source") or {}).get("kind")) if _ppl(r, m) else _SKIP,
-                   "ppl data source"),
-    "ppl_all_windows": (lambda r, m: ((_ppl(r, m) or {}).get("max_windows") is None) if _ppl(r, m) else _SKIP,
-                        "all ppl windows"),
-    "zeroshot_metric": (_zeroshot(_task_metric), "zero-shot metric"),
-    "zeroshot_bos": (_zeroshot(lambda zs, t: zs.get("bos_in_inputs")), "BOS in zero-shot inputs"),
-    "zeroshot_limit": (_zeroshot(lambda zs, t: zs.get("limit")), "zero-shot example limit"),
-    "zeroshot_harness": (_zeroshot(lambda zs, t: f"lm-eval {zs.get('lm_eval_version')}"), "harness"),
-    "calib": (_calib("name"), "calibration set"),
-    "calib_nsamples": (_calib("nsamples"), "calibration samples"),
-    "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
-    "calib_seed": (_calib("seed"), "calibration seed"),
-}
+from repro.collect.records.protocol import CHECKS, SKIP
 
 
 def deviations(record: dict, metric_name: str, expected: Optional[dict]) -> list:
@@ -84,7 +23,7 @@ def deviations(record: dict, metric_name: str, expected: Optional[dict]) -> list
     for name, want in (expected or {}).items():
         get, words = CHECKS[name]
         got = get(record, metric_name)
-        if got is _SKIP or got == want:
+        if got is SKIP or got == want:
             continue
         if isinstance(want, bool):
             out.append(f"{words}: {'yes' if got else 'no'} (paper: {'yes' if want else 'no'})")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import io
 
-from repro.collect.compare import PaperResult
+from repro.collect import vocab
+from repro.collect.compare.paper import PaperResult
 
 
 def ppl_points(result: PaperResult) -> dict:
@@ -49,8 +50,8 @@ def ppl_figures(result: PaperResult) -> list:
         colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         xs_all = [p[0] for s in series.values() for p in s["reported"] + s["ours"]]
         for i, (method, s) in enumerate(sorted(series.items())):
-            color = "0.4" if method == "dense" else colors[i % len(colors)]
-            if method == "dense":
+            color = colors[i % len(colors)] if vocab.prunes(method) else "0.4"
+            if not vocab.prunes(method):
                 for (x, y) in s["reported"]:
                     ax.axhline(y, color=color, ls="--", lw=1, label="dense (paper)")
                 for (x, y, _) in s["ours"]:

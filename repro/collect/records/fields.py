@@ -1,0 +1,34 @@
+"""What a run record says of itself, read without a paper: its key fields in the reported tables' vocabulary, any
+`config.<path>` value, and every leaf of a nested section as `dotted.path: value`."""
+from __future__ import annotations
+
+
+def record_key_fields(record: dict) -> dict:
+    """The core key fields of a run record (its config), in the vocabulary of reported tables."""
+    cfg = record.get("config", {})
+    pattern = cfg.get("pattern", {}) or {}
+    name = pattern.get("name", "unstructured")
+    label = name if name in ("unstructured", "structured") else f"{pattern.get('n')}:{pattern.get('m')}"
+    return {"model": cfg.get("model", {}).get("name"), "score": (cfg.get("score") or {}).get("name"),
+            "allocation": (cfg.get("allocation") or {}).get("name", "uniform"),
+            "recovery": (cfg.get("recovery") or {}).get("name", "none"), "pattern": label,
+            "sparsity": cfg.get("sparsity")}
+
+
+def config_value(record: dict, dotted: str):
+    node = record
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def flatten(node, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = node
+    return out
