@@ -2,6 +2,7 @@
 
     python benchmarks/vs_reference.py --threads 1 2 --methods magnitude_50 wanda_50 sparsegpt_50 --reps 1
     REF_PYTHON=/tmp/repro-golden-venv/bin/python REF_SRC=/tmp/repro-golden-src python benchmarks/vs_reference.py
+    git worktree add /tmp/before <commit>; python benchmarks/vs_reference.py --base-tree /tmp/before --no-ref ...
 
 The reference runs from the pinned environment that tools/golden/make_fixtures.sh builds (REF_PYTHON, with the
 reference sources exported under REF_SRC), as a subprocess through tools/golden/ref_driver.py --time-only (the
@@ -77,8 +78,8 @@ def child_ours(work: Path, case_id: str, threads: int, batch: int, out: Path) ->
 
 
 def _run(cmd, out: Path, threads: int, tree: str = "") -> dict:
-    env = dict(os.environ, VS_REF_TREE=tree, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, VS_REF_TREE=tree, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     load0 = os.getloadavg()[0]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     res = json.loads(out.read_text())
