@@ -2,6 +2,7 @@
 
     python benchmarks/vs_reference.py --threads 1 2 --methods magnitude_50 wanda_50 sparsegpt_50 --reps 1
     REF_PYTHON=/tmp/repro-golden-venv/bin/python REF_SRC=/tmp/repro-golden-src python benchmarks/vs_reference.py
+    git worktree add /tmp/before <commit>; python benchmarks/vs_reference.py --base-tree /tmp/before --no-ref ...
 
 The reference runs from the pinned environment that tools/golden/make_fixtures.sh builds (REF_PYTHON, with the
 reference sources exported under REF_SRC), as a subprocess through tools/golden/ref_driver.py --time-only (the
@@ -51,10 +52,11 @@ def _prepare(work: Path, nsamples: int, seqlen: int) -> None:
 
 
 def child_ours(work: Path, case_id: str, threads: int, batch: int, out: Path) -> None:
-    """Runs in a fresh interpreter: load, then time only `prune_model`."""
+    """Runs in a fresh interpreter: load, then time only `prune_model` (of the checkout in $VS_REF_TREE if set:
+    `--base-tree`, the code before a change)."""
     import numpy as np
     import torch
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, os.environ.get("VS_REF_TREE", str(ROOT)))
     from repro.models.adapter import adapter_for
     from repro.models.loading import load_model
     from repro.prune.pipeline import measure_sparsity, prune_model
@@ -67,17 +69,17 @@ def child_ours(work: Path, case_id: str, threads: int, batch: int, out: Path) ->
                       f"calib.batch_size={batch}", f"calib.nsamples={ids.shape[0]}")
     model, _ = load_model(run.model)
     adapter = adapter_for(model)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prune_model(model, adapter, run, ids)
-    wall = time.perf_counter() - t0
-    out.write_text(json.dumps({"wall_s": wall, "sparsity": measure_sparsity(model, adapter)["overall"],
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out.write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "sparsity": measure_sparsity(model, adapter)["overall"],
                                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
                                "threads": torch.get_num_threads()}))
 
 
-def _run(cmd, out: Path, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+def _run(cmd, out: Path, threads: int, tree: str = "") -> dict:
+    env = dict(os.environ, VS_REF_TREE=tree, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     load0 = os.getloadavg()[0]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     res = json.loads(out.read_text())
@@ -92,6 +94,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--batches", nargs="+", type=int, default=[8, 1], help="our calib.batch_size values")
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--base-tree", help="also time this checkout of the project (e.g. `git worktree add DIR "
+                   "<commit>`), alternating with the others: columns base_b<batch>")
+    p.add_argument("--no-ref", action="store_true", help="skip the reference (before/after runs only)")
     p.add_argument("--nsamples", type=int, default=32)
     p.add_argument("--seqlen", type=int, default=512)
     p.add_argument("--work", default=str(Path.home() / ".cache" / "repro" / "vs_reference"))
@@ -114,34 +119,39 @@ def main(argv=None) -> None:
     for case_id in a.methods:
         repo = ref_src / cases[case_id]["repo"].replace("/", "+")
         for threads in a.threads:
-            times: dict = {"ref": []}
-            for b in a.batches:
-                times[f"ours_b{b}"] = []
+            sides = ([] if a.no_ref else ["ref"]) + [f"{w}_b{b}" for b in a.batches
+                                                     for w in (["base"] if a.base_tree else []) + ["ours"]]
+            times: dict = {k: [] for k in sides}
             for rep in range(a.reps):
                 out = tmp / f"ref-{case_id}-{threads}-{rep}.json"
-                times["ref"].append(_run([ref_py, str(ROOT / "tools/golden/ref_driver.py"), "--src", str(repo),
+                if not a.no_ref:
+                    times["ref"].append(_run([ref_py, str(ROOT / "tools/golden/ref_driver.py"), "--src", str(repo),
                                           "--model-dir", str(work), "--case", case_id, "--cases", str(CASES),
                                           "--out", str(out), "--threads", str(threads), "--time-only"],
                                          out, threads))
-                for b in a.batches:
-                    out = tmp / f"ours-{case_id}-{threads}-{b}-{rep}.json"
-                    times[f"ours_b{b}"].append(_run([sys.executable, str(Path(__file__).resolve()), "--child",
-                                                     str(work), case_id, str(threads), str(b), str(out)],
-                                                    out, threads))
-            med = {k: statistics.median(r["wall_s"] for r in v) for k, v in times.items()}
+                for k in sides[0 if a.no_ref else 1:]:
+                    who, b = k.split("_b")
+                    out = tmp / f"{k}-{case_id}-{threads}-{rep}.json"
+                    times[k].append(_run([sys.executable, str(Path(__file__).resolve()), "--child", str(work),
+                                          case_id, str(threads), b, str(out)], out, threads,
+                                         a.base_tree if who == "base" else ""))
             line = {"method": case_id, "model": "smollm2-135m", "tokens": f"{a.nsamples}x{a.seqlen}",
-                    "threads": threads, "reps": a.reps, "commit": commit,
-                    "ref_repo": cases[case_id]["repo"], "ref_transformers": times["ref"][0].get("transformers"),
-                    "ref_wall_s": round(med["ref"], 2),
-                    "ref_peak_rss_gib": round(max(r["peak_rss_gib"] for r in times["ref"]), 3),
-                    "ref_sparsity": round(times["ref"][0]["sparsity"], 5)}
-            for b in a.batches:
-                k = f"ours_b{b}"
-                line.update({f"{k}_wall_s": round(med[k], 2),
-                             f"{k}_peak_rss_gib": round(max(r["peak_rss_gib"] for r in times[k]), 3),
-                             f"ratio_ref_over_{k}": round(med["ref"] / med[k], 3),
-                             f"{k}_sparsity": round(times[k][0]["sparsity"], 5)})
-            line["load1"] = [r["load1_before"] for v in times.values() for r in v]
+                    "threads": threads, "reps": a.reps, "commit": commit, "ref_repo": cases[case_id]["repo"]}
+            if times.get("ref"):
+                line["ref_transformers"] = times["ref"][0].get("transformers")
+            med, cpu = {}, {}
+            for k, v in times.items():
+                med[k] = statistics.median(r["wall_s"] for r in v)
+                cpu[k] = statistics.median(r.get("cpu_s", float("nan")) for r in v)
+                line.update({f"{k}_wall_s": round(med[k], 2), f"{k}_cpu_s": round(cpu[k], 2),
+                             f"{k}_peak_rss_gib": round(max(r["peak_rss_gib"] for r in v), 3),
+                             f"{k}_sparsity": round(v[0]["sparsity"], 5)})
+            for k in times:
+                for over in ("ref", k.replace("ours", "base")):
+                    if k.startswith("ours") and over in times:
+                        line[f"ratio_{over}_over_{k}"] = round(med[over] / med[k], 3)
+                        line[f"cpu_ratio_{over}_over_{k}"] = round(cpu[over] / cpu[k], 3)
+            line["load1"] = [r["load1_before"] for rep in range(a.reps) for v in times.values() for r in v[rep:rep + 1]]
             print(json.dumps(line), flush=True)
 
 

@@ -143,6 +143,14 @@ def test_hessian_sum_form_equals_the_running_rescaled_form():
     torch.testing.assert_close(st["sq_norm"], torch.diagonal(running) / 2, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("d", [576, 1000])
+def test_cpu_gram_by_upper_strips_is_bit_identical_to_the_full_product(d):
+    from repro.prune.stats import GRAM_CHUNK, _gram
+    assert round(d / GRAM_CHUNK) >= 2                           # the strip path runs
+    x = torch.randn(300, d)
+    assert torch.equal(_gram(x, torch.float32), x.t() @ x)
+
+
 def test_batch_size_does_not_change_statistics(tiny_opt):
     model, _ = tiny_opt
     adapter, ids = adapter_for(model), _ids(n=4)

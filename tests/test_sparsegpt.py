@@ -122,3 +122,16 @@ def test_config_checks_before_loading():
     run = compose_run("env=offline", "model=tiny-llama", "score=sparsegpt", "pattern=nm_4_8", "score.blocksize=12")
     with pytest.raises(ConfigError, match="score.blocksize"):
         preflight(run)
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (4, 8)])
+def test_nm_group_sets_pick_what_topk_picks_also_on_ties(n, m):
+    from repro.methods.sparsegpt import _nm_patterns, nm_group_sets
+    g = torch.Generator().manual_seed(n * m)
+    masks, lut = _nm_patterns(n, m)
+    bits = 2 ** torch.arange(m)
+    for score in (torch.rand(64, m, generator=g),                                # distinct: the rank path
+                  torch.randint(0, 3, (64, m), generator=g).float()):           # ties: topk decides
+        idx = torch.topk(score, n, dim=1, largest=False)[1]
+        expected = torch.zeros_like(score, dtype=torch.bool).scatter_(1, idx, True)
+        assert torch.equal(masks[nm_group_sets(score, n, bits, lut)], expected)

@@ -145,3 +145,36 @@ def test_smollm2_block0_wanda_mask_equals_an_independent_computation(smollm2):
         got = pruned0[name].weight == 0
         assert (got != expected).float().mean() < 1e-4, name      # float tie-breaking only
         assert (got.sum(1) >= k).all()
+
+
+@pytest.mark.parametrize("score", ["wanda", "sparsegpt"])
+def test_pruning_runs_at_most_two_block_passes(score, tiny_llama):
+    """Issue #19: Wanda (and SparseGPT) stay at the 2-pass floor — every block is run once for its statistics
+    (stopped at the last hooked linear) and once pruned for the next block's inputs, per calibration batch;
+    block 0 also sees the capture call, which stops before computing anything."""
+    import copy
+
+    from repro.models.adapter import adapter_for
+    from repro.prune.pipeline import prune_model
+    from tests.conftest import compose_run
+
+    model = copy.deepcopy(tiny_llama[0])
+    adapter = adapter_for(model)
+    ids = torch.randint(0, 250, (6, 32), generator=torch.Generator().manual_seed(0))
+    batches = 3
+    block_calls, linear_runs, handles = {}, {}, []
+    for i, block in enumerate(adapter.blocks(model)):
+        handles.append(block.register_forward_pre_hook(
+            lambda m, a, i=i: block_calls.__setitem__(i, block_calls.get(i, 0) + 1)))
+    for name, lin in adapter.all_linears(model).items():                 # a forward hook: the matmul ran
+        handles.append(lin.register_forward_hook(
+            lambda m, a, o, n=name: linear_runs.__setitem__(n, linear_runs.get(n, 0) + 1)))
+    try:
+        prune_model(model, adapter, compose_run("model=tiny-llama", f"score={score}",
+                                                f"calib.batch_size={6 // batches}"), ids)
+    finally:
+        for h in handles:
+            h.remove()
+    nblocks = len(adapter.blocks(model))
+    assert block_calls == {i: 2 * batches + (batches if i == 0 else 0) for i in range(nblocks)}
+    assert linear_runs and max(linear_runs.values()) <= 2 * batches

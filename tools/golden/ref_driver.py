@@ -282,15 +282,15 @@ def main() -> None:
 
     np.set_printoptions(precision=17, floatmode="unique", linewidth=10 ** 6, threshold=10 ** 6)
     buf = io.StringIO()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(buf):
         prune(model)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     log = buf.getvalue()
     if a.time_only:
         lin = _linears(model).values()
         Path(a.out).write_text(json.dumps({
-            "wall_s": wall, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "wall_s": wall, "cpu_s": cpu, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
             "sparsity": sum(int((m.weight == 0).sum()) for m in lin) / sum(m.weight.numel() for m in lin),
             "threads": torch.get_num_threads(), "transformers": __import__("transformers").__version__}))
         return
