@@ -43,13 +43,13 @@ def test_singular_covariance_is_lifted_not_divided_by_zero():
     assert torch.isfinite(a).all() and torch.isfinite(b).all()
 
 
-@pytest.mark.parametrize("override, field", [("recovery.rank=0", "recovery.rank"),
-                                             ("recovery.rank=33", "recovery.rank"),
+@pytest.mark.parametrize("override, field", [("recovery_budget.rank=0", "recovery.rank"),
+                                             ("recovery_budget.rank=33", "recovery.rank"),
                                              ("recovery.method=qr", "recovery.method"),
-                                             ("recovery.rank=8 recovery.nsamples=999", "recovery.nsamples")])
+                                             ("recovery_budget.rank=8 recovery.nsamples=999", "recovery.nsamples")])
 def test_bad_eora_input_fails_preflight(override, field):
     from repro.run import preflight
-    with pytest.raises(ConfigError) as e:        # tiny-llama's k/v are 2 heads × 16 = 32 wide: rank 33 is too big
+    with pytest.raises(ConfigError) as e:        # env=offline sets the rank through recovery_budget; tiny k/v are 32 wide
         preflight(compose_run("model=tiny-llama", "env=offline", "score=wanda", "recovery=eora", *override.split()))
     assert e.value.field_name == field
     with pytest.raises(ConfigError, match="recovery.name"):
@@ -82,7 +82,7 @@ def test_full_rank_eora_restores_the_dense_logits(tmp_path):
 def test_eora_run_records_the_error_drop_and_reuses_its_factors(results_dir):
     from repro.run import execute
     args = ("model=tiny-llama", "env=offline", "score=wanda", "sparsity=0.5", "recovery=eora",
-            "recovery.target_modules=[k_proj,v_proj]", "recovery.rank=32", "eval.ppl.max_windows=1",
+            "recovery.target_modules=[k_proj,v_proj]", "recovery_budget.rank=32", "eval.ppl.max_windows=1",
             f"paths.results={results_dir}")
     rec = execute(compose_run(*args))
     r = rec["recovery"]

@@ -70,3 +70,36 @@ def swap_weights(linears: Dict[str, torch.nn.Module], weights: Dict[str, torch.T
         old[n] = lin.weight.detach().to("cpu", copy=True)
         lin.weight.copy_(w.to(lin.weight.device, lin.weight.dtype))
     return old
+
+
+def check_nsamples(nsamples: Optional[int], run) -> None:
+    """`recovery.nsamples` (the first N calibration sequences) cannot exceed `calib.nsamples`."""
+    from repro.config import ConfigError
+
+    if nsamples is not None and nsamples > run.calib.nsamples:
+        raise ConfigError("recovery.nsamples", nsamples, f"at most calib.nsamples = {run.calib.nsamples}")
+
+
+def target_linears(model, targets) -> tuple:
+    """(adapter, {full name: linear}) of the model's linears whose last name component is in `targets`."""
+    from repro.models.adapter import adapter_for
+
+    adapter = adapter_for(model)
+    return adapter, {n: m for n, m in adapter.all_linears(model).items() if n.split(".")[-1] in targets}
+
+
+def load_artifacts(workdir: Path, tensors_file: str, meta_file: str) -> Optional[tuple]:
+    """(tensors, report) stored by `save_artifacts` in the recover stage's folder, or None when absent."""
+    if not ((workdir / tensors_file).is_file() and (workdir / meta_file).is_file()):
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(workdir / tensors_file)), json.loads((workdir / meta_file).read_text())
+
+
+def save_artifacts(workdir: Path, tensors_file: str, meta_file: str, tensors: dict, report: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(workdir / (tensors_file + ".tmp")))
+    (workdir / (tensors_file + ".tmp")).replace(workdir / tensors_file)
+    (workdir / meta_file).write_text(json.dumps(report, indent=1))

@@ -29,7 +29,6 @@ B per linear) and `eora.json`; an evaluation-only change reloads them instead of
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -42,7 +41,8 @@ from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import MethodConfig
 from repro.prune.engine import BlockCallback, CalibrationEngine
 from repro.recovery import eora_math as em
-from repro.recovery._dense import dense_weights, known_config, linear_dims, swap_weights
+from repro.recovery._dense import (check_nsamples, dense_weights, known_config, linear_dims, load_artifacts,
+                                   save_artifacts, swap_weights, target_linears)
 from repro.recovery.base import Recovery, weight_zero_fractions
 from repro.recovery.lora import LOSA_TARGETS, check_targets
 from repro.registry import register
@@ -126,27 +126,23 @@ class Eora(Recovery):
         config = known_config(run.model)
         if config is not None:
             check_rank(self.cfg.rank, linear_dims(config), self.cfg.target_modules)
-        if self.cfg.nsamples is not None and self.cfg.nsamples > run.calib.nsamples:
-            raise ConfigError("recovery.nsamples", self.cfg.nsamples, f"at most calib.nsamples = {run.calib.nsamples}")
+        check_nsamples(self.cfg.nsamples, run)
 
     def recover(self, model, tokenizer, run, calib, workdir: Path) -> dict:
-        from repro.models.adapter import adapter_for
-
         cfg, workdir = self.cfg, Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        adapter = adapter_for(model)
-        linears = {n: m for n, m in adapter.all_linears(model).items() if n.split(".")[-1] in cfg.target_modules}
+        adapter, linears = target_linears(model, cfg.target_modules)
         check_rank(cfg.rank, {n.split(".")[-1]: tuple(m.weight.shape) for n, m in linears.items()},
                    cfg.target_modules)
-        if (workdir / FACTORS).is_file() and (workdir / META).is_file():
-            from safetensors.torch import load_file
-            flat = load_file(str(workdir / FACTORS))
+        stored = load_artifacts(workdir, FACTORS, META)
+        if stored is not None:
+            flat, report = stored
             factors = {n: (flat[f"{n}.A"], flat[f"{n}.B"]) for n in linears}
-            report = json.loads((workdir / META).read_text())
             report["reused_factors"] = True
         else:
             factors, report = self._compute(model, adapter, run, calib, linears)
-            self._save(factors, report, workdir)
+            save_artifacts(workdir, FACTORS, META, {f"{n}.{k}": t for n, (a, b) in factors.items()
+                                                    for k, t in (("A", a), ("B", b))}, report)
         self._attach(model, factors)
         report["zeros_unmerged"] = weight_zero_fractions(model)
         report["adapter_params"] = sum(a.numel() + b.numel() for a, b in factors.values())
@@ -175,17 +171,6 @@ class Eora(Recovery):
         log.info("eora: %d linears, rank %d, activation-weighted error %.4g -> %.4g", len(callback.factors),
                  cfg.rank, before, after)
         return callback.factors, report
-
-    @staticmethod
-    def _save(factors, report, workdir: Path) -> None:
-        from safetensors.torch import save_file
-
-        flat = {}
-        for n, (a, b) in factors.items():
-            flat[f"{n}.A"], flat[f"{n}.B"] = a.contiguous(), b.contiguous()
-        save_file(flat, str(workdir / (FACTORS + ".tmp")))
-        (workdir / (FACTORS + ".tmp")).replace(workdir / FACTORS)
-        (workdir / META).write_text(json.dumps(report, indent=1))
 
     @torch.no_grad()
     def _attach(self, model, factors) -> None:

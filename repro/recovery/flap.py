@@ -34,7 +34,6 @@ rounding). Dense weights are reloaded from the model source (repro/recovery/_den
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -44,10 +43,11 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from repro.config import ConfigError, check_range
+from repro.config import check_range
 from repro.methods.base import MethodConfig
 from repro.prune.engine import BlockCallback, CalibrationEngine
-from repro.recovery._dense import dense_weights, swap_weights
+from repro.recovery._dense import (check_nsamples, dense_weights, load_artifacts, save_artifacts, swap_weights,
+                                   target_linears)
 from repro.recovery.base import Recovery
 from repro.recovery.lora import check_targets
 from repro.registry import register
@@ -92,27 +92,19 @@ class Flap(Recovery):
 
     def check(self, run) -> None:
         super().check(run)
-        if self.cfg.nsamples is not None and self.cfg.nsamples > run.calib.nsamples:
-            raise ConfigError("recovery.nsamples", self.cfg.nsamples, f"at most calib.nsamples = {run.calib.nsamples}")
+        check_nsamples(self.cfg.nsamples, run)
 
     def recover(self, model, tokenizer, run, calib, workdir: Path) -> dict:
-        from repro.models.adapter import adapter_for
-
         cfg, workdir = self.cfg, Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        adapter = adapter_for(model)
-        linears = {n: m for n, m in adapter.all_linears(model).items() if n.split(".")[-1] in cfg.target_modules}
-        if (workdir / BIASES).is_file() and (workdir / META).is_file():
-            from safetensors.torch import load_file
-            biases = load_file(str(workdir / BIASES))
-            report = json.loads((workdir / META).read_text())
+        adapter, linears = target_linears(model, cfg.target_modules)
+        stored = load_artifacts(workdir, BIASES, META)
+        if stored is not None:
+            biases, report = stored
             report["reused_biases"] = True
         else:
-            from safetensors.torch import save_file
             biases, report = self._compute(model, adapter, run, calib, linears)
-            save_file(biases, str(workdir / (BIASES + ".tmp")))
-            (workdir / (BIASES + ".tmp")).replace(workdir / BIASES)
-            (workdir / META).write_text(json.dumps(report, indent=1))
+            save_artifacts(workdir, BIASES, META, biases, report)
         self._apply(linears, biases)
         return report
 

@@ -29,7 +29,6 @@ padding-token positions are edited too, as in LoFiT (their loss is masked). Arti
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import torch.nn as nn
 from repro.config import ConfigError, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data
 from repro.methods.base import MethodConfig
-from repro.recovery._dense import known_config, shape_of
+from repro.recovery._dense import known_config, load_artifacts, save_artifacts, shape_of
 from repro.recovery.base import Recovery
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
@@ -176,12 +175,11 @@ class Lofit(Recovery):
         head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
         n_heads = [o.in_features // head_dim for o in _layers(model)]
         k = head_count(cfg.heads, sum(n_heads))
-        if (workdir / WEIGHTS).is_file() and (workdir / META).is_file():
-            from safetensors.torch import load_file
-            flat = load_file(str(workdir / WEIGHTS))
+        stored = load_artifacts(workdir, WEIGHTS, META)
+        if stored is not None:
+            flat, report = stored
             biases = {int(n.split(".")[1]): (flat[n].tolist(), flat[n.replace(".heads", ".bias")])
                       for n in flat if n.endswith(".heads")}
-            report = json.loads((workdir / META).read_text())
             report["reused_biases"] = True
         else:
             biases, report = self._train(model, tokenizer, n_heads, head_dim, k, workdir)
@@ -221,17 +219,8 @@ class Lofit(Recovery):
                 p.requires_grad_(g)
         out = {i: (chosen[i], e.bias.detach().cpu()) for i, e in edits.items()}
         report["trainable_params"] = sum(v.numel() for _, v in out.values())
-        self._save(out, report, workdir)
-        return out, report
-
-    @staticmethod
-    def _save(biases, report, workdir: Path) -> None:
-        from safetensors.torch import save_file
-
         flat = {}
-        for i, (hs, v) in biases.items():
-            flat[f"layer.{i}.heads"] = torch.tensor(hs, dtype=torch.long)
-            flat[f"layer.{i}.bias"] = v.contiguous()
-        save_file(flat, str(workdir / (WEIGHTS + ".tmp")))
-        (workdir / (WEIGHTS + ".tmp")).replace(workdir / WEIGHTS)
-        (workdir / META).write_text(json.dumps(report, indent=1))
+        for i, (hs, v) in out.items():
+            flat[f"layer.{i}.heads"], flat[f"layer.{i}.bias"] = torch.tensor(hs, dtype=torch.long), v
+        save_artifacts(workdir, WEIGHTS, META, flat, report)
+        return out, report
