@@ -3,7 +3,8 @@
 - `known_config(model_cfg)`: the model's HF config as a dict when it is known without loading weights (random_init,
   a local `config.json`, the cached conversion of a GGUF), else None. Preflight checks of ranks and head counts use
   it; when it is unknown the same check runs again after loading (`shape_of`).
-- `dense_weights(run, names)`: the dense weights of the named linears. The run prunes its model in place (or loads
+- `dense_weights(run, names)`: the dense weights of the named linears (given as {name: module}, their shapes must
+  match: a structurally pruned model has no per-weight error, a ConfigError). The run prunes its model in place (or loads
   a stored prune, repro/store.py), so the dense reference is reloaded from the model source (`load_model` with the
   run's seed: the same weights the prune started from) and only the requested linears are kept, on CPU. Cost: one
   extra model load, and the linears' dense weights in CPU memory.
@@ -59,6 +60,12 @@ def dense_weights(run, names: Iterable[str]) -> Dict[str, torch.Tensor]:
     linears = adapter_for(dense).all_linears(dense)
     out = {n: linears[n].weight.detach().to("cpu", copy=True) for n in names}
     del dense, linears
+    for n, module in (names.items() if isinstance(names, dict) else ()):
+        if tuple(module.weight.shape) != tuple(out[n].shape):
+            from repro.config import ConfigError
+            raise ConfigError("recovery.name", run.recovery.name, "a recovery that does not need W_dense − W_pruned",
+                              f"{n} is {tuple(module.weight.shape)} here and {tuple(out[n].shape)} in the dense "
+                              f"model: a structurally smaller model has no per-weight pruning error.")
     return out
 
 
