@@ -20,8 +20,8 @@ Both steps train through `repro.recovery.training.fine_tune` (transformers' Trai
 b_o = W_O · concat_h(v_h) (zeros for the other heads): the linear weights keep exactly their zeros, no hook remains.
 
 Settings not stated by RestoreLCC are marked in conf/recovery/lofit.yaml: the data and step-2 trainer are
-RestoreLCC's (the 2k Alpaca subset with completion-only loss, 3 epochs, batch 8, lr 1e-3 as its train.sh), step 1
-is LoFiT's scripts'. Deviations: the edit is a forward pre-hook on o_proj (LoFiT edits a custom modelling file);
+RestoreLCC's (the 2k Alpaca subset with completion-only loss, 3 epochs, batch 8, no warmup) with LoFiT's step-2 lr
+(1e-2); step 1 is LoFiT's scripts'. Deviations: the edit is a forward pre-hook on o_proj (LoFiT edits a custom modelling file);
 heads are counted per layer from o_proj's input width (a structured model with fewer heads in a layer works);
 padding-token positions are edited too, as in LoFiT (their loss is masked). Artifacts: `workdir/lofit.safetensors`
 (selected heads and biases per layer) and `lofit.json`; reused by an evaluation-only change.
