@@ -60,6 +60,8 @@ def dense_weights(run, names: Iterable[str]) -> Dict[str, torch.Tensor]:
     linears = adapter_for(dense).all_linears(dense)
     out = {n: linears[n].weight.detach().to("cpu", copy=True) for n in names}
     del dense, linears
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()                 # the second model's GPU memory, before the engine pass
     for n, module in (names.items() if isinstance(names, dict) else ()):
         if tuple(module.weight.shape) != tuple(out[n].shape):
             from repro.config import ConfigError
