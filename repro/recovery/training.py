@@ -10,6 +10,8 @@
 - `cfg`: `TrainingConfig` (below). Recovery schemas embed it as their `training` node, with their paper's defaults.
 - `workdir`: where the loss curve (`loss_curve.json`, `loss_curve.png`) and the Trainer's scratch files go.
 - Returns the report for the record: optimizer actually used, steps, the loss curve's first/last values, runtime.
+- `regularizer` (optional): a function of no arguments returning a scalar tensor added to every training loss
+  (LoFiT's and RestoreLCC's λ·Σ|θ| term, their `CustomSFTTrainer.compute_loss`).
 
 Optimizer: `optim="auto"` = bitsandbytes' paged 8-bit AdamW (`paged_adamw_8bit`, LoSA main.py:161) when CUDA is
 present and bitsandbytes is installed (`pip install .[gpu]`), torch AdamW otherwise; the report says which. The
@@ -98,7 +100,7 @@ def resolve_optim(cfg: TrainingConfig) -> str:
 
 
 def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Path,
-              desc: str = "fine-tune") -> dict:
+              desc: str = "fine-tune", regularizer=None) -> dict:
     """Train the parameters of `model` that require grad; return the report (see the module docstring)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -107,14 +109,30 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     try:
-        return _train(model, tokenizer, train_ds, eval_ds, cfg, workdir, desc)
+        return _train(model, tokenizer, train_ds, eval_ds, cfg, workdir, desc, regularizer)
     finally:
         if saved[0] is None:
             tokenizer.pad_token = None
         tokenizer.padding_side = saved[1]
 
 
-def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Path, desc: str) -> dict:
+def _regularized(trainer_cls, regularizer):
+    if regularizer is None:
+        return trainer_cls
+
+    class RegularizedTrainer(trainer_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            if not model.training:                 # evaluation reports the plain loss
+                return out
+            if return_outputs:
+                return out[0] + regularizer(), out[1]
+            return out + regularizer()
+    return RegularizedTrainer
+
+
+def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Path, desc: str,
+           regularizer=None) -> dict:
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     optim = resolve_optim(cfg)
@@ -132,7 +150,7 @@ def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Pa
         **_version_specific_args(TrainingArguments, cfg))
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
     was_training = model.training
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if do_eval else None,
+    trainer = _regularized(Trainer, regularizer)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if do_eval else None,
                       data_collator=collator, processing_class=tokenizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s: %d trainable parameters, %d rows, optimizer %s", desc, trainable, len(train_ds), optim)
