@@ -25,7 +25,7 @@ CONF = REPO / "conf"
 PAPERS = sorted(p.parent.name for p in (REPO / "experiments").glob("*/tables.yaml"))
 # Papers whose tables need methods that do not exist yet: skipped, by name, while that holds (remove the entry when
 # the methods land). RestoreLCC: only its LoRA/DoRA rows have configs (conf/experiment/restorelcc/lora_dora*.yaml).
-NOT_BUILT = {"restorelcc": "RestoreLCC, LoFiT, EoRA and SlimGPT not built (only the LoRA/DoRA rows have configs)"}
+NOT_BUILT: dict[str, str] = {}
 
 
 def _compose(overrides: tuple):
@@ -44,6 +44,18 @@ def _is_group(name: str) -> bool:
     return (CONF / name).is_dir()
 
 
+def _experiment_body(experiment: str) -> dict:
+    """The values an experiment file sets, with those of the experiment files it includes (defaults entries
+    `/experiment/...`, merged first): what Hydra merges over a group option the sweep selects."""
+    raw = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    merged = OmegaConf.create({})
+    for entry in raw.get("defaults", []) or []:
+        if isinstance(entry, str) and entry.startswith("/experiment/"):
+            merged = OmegaConf.merge(merged, _experiment_body(entry[len("/experiment/"):]))
+    own = {k: v for k, v in OmegaConf.to_container(raw, resolve=False).items() if k != "defaults"}
+    return OmegaConf.to_container(OmegaConf.merge(merged, own), resolve=False)
+
+
 def expand_jobs(experiment: str) -> list[dict]:
     """The plain config of every job `repro run -m experiment=<experiment>` launches."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -51,7 +63,7 @@ def expand_jobs(experiment: str) -> list[dict]:
 
     base = _compose((f"experiment={experiment}",))
     params = OmegaConf.to_container(base.hydra.sweeper.params or {}, resolve=False)
-    body = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"), resolve=False)
+    body = _experiment_body(experiment)
     base_plain = OmegaConf.to_container(base, resolve=False)
     base_plain.pop("hydra", None)
     parser = OverridesParser.create()
@@ -142,3 +154,17 @@ def test_the_sweep_is_hydra_s_own_expansion():
     dsnot = [j for j in jobs if j["score"]["name"] == "dsnot"]
     assert sorted({j["score"]["initial_method"] for j in dsnot}) == ["magnitude", "sparsegpt", "wanda"]
     assert {j["sparsity"] for j in jobs} == {0.6}
+
+
+def test_restorelcc_table_rows_share_three_pruned_models_per_model():
+    """Issue #14 §3: the 19 rows of RestoreLCC's Table 1 prune three times (Wanda 50%, SparseGPT 2:4, SlimGPT 20%),
+    not nineteen: every recovered row's job has the prune id of its unrecovered base row."""
+    from repro.config import load_run_config
+    from repro.stages import resolve
+
+    prune_ids: dict[str, set] = {}
+    for job in _paper_jobs("restorelcc"):
+        cfg = load_run_config(OmegaConf.create(job))
+        if cfg.score.name != "dense":
+            prune_ids.setdefault(cfg.model.name, set()).add(resolve(cfg).prune_id)
+    assert prune_ids and all(len(ids) == 3 for ids in prune_ids.values()), prune_ids
