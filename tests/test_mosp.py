@@ -223,6 +223,14 @@ def test_bad_input_fails_before_loading(tmp_path):
         preflight(compose_run(*OFFLINE, "score=mosp", "objectives.domains=[{name: c4}, {name: code_alpaca}]"))
     with pytest.raises(ConfigError, match="too small for S_c"):
         preflight(compose_run(*OFFLINE, "score=mosp", "sparsity=0.9999"))
+    ckpt = tmp_path / "ckpt"                  # a local checkpoint: its config.json alone tells the budget
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+                                                  "num_key_value_heads": 2, "head_dim": 8}))
+    local = ("env=offline", "model=smollm2-135m", f"model.path={ckpt}", "model.gguf_file=null", "score=mosp")
+    with pytest.raises(ConfigError, match=r"smallest linear: 1024 weights, k = 1"):
+        preflight(compose_run(*local, "sparsity=0.999"))
+    preflight(compose_run(*local, "sparsity=0.99"))                  # k = 10, α·k = 5: fine
     with pytest.raises(ConfigError, match="score.alpha"):
         preflight(compose_run(*OFFLINE, "score=mosp", "pattern=nm_2_4", "score.alpha=0.25"))
     with pytest.raises(ConfigError, match="objectives"):
