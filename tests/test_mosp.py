@@ -208,6 +208,13 @@ def test_mosp_run_stores_once_and_assembles_without_data(tmp_path):
     assert (tmp_path / "m" / "config.json").is_file()
     with pytest.raises(ConfigError, match="--preference"):
         assemble_main([str(store.path.parent), "--preference", "0.3,0.6", "--out", str(tmp_path / "m2")])
+    with pytest.raises(ConfigError, match="--preference"):
+        assemble_main([str(store.path.parent), "--preference", "0.3,x", "--out", str(tmp_path / "m2")])
+    with pytest.raises(ConfigError, match="run_dir"):                       # no store there (or unfinished)
+        assemble_main([str(tmp_path), "--preference", "0.3,0.7", "--out", str(tmp_path / "m2")])
+    for bad in ([1.2, -0.2], [0.5, 0.5, 0.0], [0.4, 0.4]):
+        with pytest.raises(ConfigError, match="preference"):
+            store.apply(model, adapter, bad)
 
 
 def test_bad_input_fails_before_loading(tmp_path):
