@@ -228,6 +228,10 @@ def test_bad_input_fails_before_loading(tmp_path):
         compose_run(*OFFLINE, "score=mosp", "objectives.domains=[{name: c4}, {name: arxiv}]")
     with pytest.raises(ConfigError, match="test_local_path"):       # no stand-in, no local file: no test data
         preflight(compose_run(*OFFLINE, "score=mosp", "objectives.domains=[{name: c4}, {name: code_alpaca}]"))
+    tiny = tmp_path / "gsm8k-test.jsonl"          # test data shorter than one evaluation window: no perplexity
+    tiny.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    with pytest.raises(ConfigError, match=r"objectives.domains\[1\].test_local_path.*one window \(128 tokens\)"):
+        preflight(compose_run(*OFFLINE, "score=mosp", f"objectives.domains.1.test_local_path={tiny}"))
     with pytest.raises(ConfigError, match="too small for S_c"):
         preflight(compose_run(*OFFLINE, "score=mosp", "sparsity=0.9999"))
     ckpt = tmp_path / "ckpt"                  # a local checkpoint: its config.json alone tells the budget
