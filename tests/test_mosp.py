@@ -208,6 +208,13 @@ def test_mosp_run_stores_once_and_assembles_without_data(tmp_path):
     assert (tmp_path / "m" / "config.json").is_file()
     with pytest.raises(ConfigError, match="--preference"):
         assemble_main([str(store.path.parent), "--preference", "0.3,0.6", "--out", str(tmp_path / "m2")])
+    with pytest.raises(ConfigError, match="--preference"):
+        assemble_main([str(store.path.parent), "--preference", "0.3,x", "--out", str(tmp_path / "m2")])
+    with pytest.raises(ConfigError, match="run_dir"):                       # no store there (or unfinished)
+        assemble_main([str(tmp_path), "--preference", "0.3,0.7", "--out", str(tmp_path / "m2")])
+    for bad in ([1.2, -0.2], [0.5, 0.5, 0.0], [0.4, 0.4]):
+        with pytest.raises(ConfigError, match="preference"):
+            store.apply(model, adapter, bad)
 
 
 def test_bad_input_fails_before_loading(tmp_path):
@@ -221,8 +228,20 @@ def test_bad_input_fails_before_loading(tmp_path):
         compose_run(*OFFLINE, "score=mosp", "objectives.domains=[{name: c4}, {name: arxiv}]")
     with pytest.raises(ConfigError, match="test_local_path"):       # no stand-in, no local file: no test data
         preflight(compose_run(*OFFLINE, "score=mosp", "objectives.domains=[{name: c4}, {name: code_alpaca}]"))
+    tiny = tmp_path / "gsm8k-test.jsonl"          # test data shorter than one evaluation window: no perplexity
+    tiny.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    with pytest.raises(ConfigError, match=r"objectives.domains\[1\].test_local_path.*one window \(128 tokens\)"):
+        preflight(compose_run(*OFFLINE, "score=mosp", f"objectives.domains.1.test_local_path={tiny}"))
     with pytest.raises(ConfigError, match="too small for S_c"):
         preflight(compose_run(*OFFLINE, "score=mosp", "sparsity=0.9999"))
+    ckpt = tmp_path / "ckpt"                  # a local checkpoint: its config.json alone tells the budget
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+                                                  "num_key_value_heads": 2, "head_dim": 8}))
+    local = ("env=offline", "model=smollm2-135m", f"model.path={ckpt}", "model.gguf_file=null", "score=mosp")
+    with pytest.raises(ConfigError, match=r"smallest linear: 1024 weights, k = 1"):
+        preflight(compose_run(*local, "sparsity=0.999"))
+    preflight(compose_run(*local, "sparsity=0.99"))                  # k = 10, α·k = 5: fine
     with pytest.raises(ConfigError, match="score.alpha"):
         preflight(compose_run(*OFFLINE, "score=mosp", "pattern=nm_2_4", "score.alpha=0.25"))
     with pytest.raises(ConfigError, match="objectives"):

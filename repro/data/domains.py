@@ -67,8 +67,12 @@ def check_domain(where: str, dom) -> None:
         check_text_file(f"{where}.{field}", path)
 
 
-def check_test_data(where: str, dom, standins: bool) -> None:
-    """Raise when a domain would have no test data in this run (offline without a stand-in or a local file)."""
+def check_test_data(where: str, dom, standins: bool, test_tokens: Optional[int] = None,
+                    calib_tokens: Optional[int] = None) -> None:
+    """Raise when a domain would have no test data in this run (offline without a stand-in or a local file), or
+    when its local test (calibration) text cannot hold one window of `test_tokens` (`calib_tokens`) tokens."""
+    from repro.input_checks import check_text_file
+
     d = DOMAINS[dom.name]
     if standins and not dom.test_local_path and d.standin_test is None:
         raise ConfigError(f"{where}.test_local_path", None, "a local test file for this domain",
@@ -77,6 +81,9 @@ def check_test_data(where: str, dom, standins: bool) -> None:
     if standins and not dom.calib_local_path and d.standin_calib is None:
         raise ConfigError(f"{where}.calib_local_path", None, "a local calibration file for this domain",
                           f"Domain {dom.name!r} has no offline stand-in (objectives.standins=true).")
+    check_text_file(f"{where}.test_local_path", _local(dom.test_local_path, d.standin_test, standins), test_tokens)
+    check_text_file(f"{where}.calib_local_path", _local(dom.calib_local_path, d.standin_calib, standins),
+                    calib_tokens)
 
 
 def _local(path: Optional[str], standin: Optional[str], standins: bool) -> Optional[str]:

@@ -187,20 +187,16 @@ def check_run(run) -> None:
 
 
 def _smallest_linear(model_cfg):
-    """Weights of the model's smallest decoder linear, when its config is known before loading."""
-    import json
-    from pathlib import Path
+    """Weights of the model's smallest decoder linear (k/v), when its config is known before loading."""
+    from repro.models.loading import known_config
 
-    c = model_cfg.random_init
-    if c is None:
-        p = Path(str(model_cfg.path)).expanduser() / "config.json"
-        c = json.loads(p.read_text()) if p.is_file() else None
+    c = known_config(model_cfg)
     if not c or "hidden_size" not in c:
         return None
     h = c["hidden_size"]
     heads = c.get("num_attention_heads") or 1
     kv = c.get("num_key_value_heads") or heads
-    return h * (h // heads) * kv
+    return h * (c.get("head_dim") or h // heads) * kv
 
 
 @register("score", "mosp", MOSPConfig)

@@ -51,8 +51,10 @@ def check_objectives(cfg) -> None:
         raise ConfigError("allocation" if cfg.allocation.name != "uniform" else "recovery",
                           cfg.allocation.name if cfg.allocation.name != "uniform" else cfg.recovery.name,
                           "uniform allocation and no recovery in a multi-objective run")
+    seqlen = cfg.model.seqlen
     for i, d in enumerate(obj.domains):
-        check_test_data(f"objectives.domains[{i}]", d, obj.standins)
+        check_test_data(f"objectives.domains[{i}]", d, obj.standins, cfg.eval.ppl.seqlen or seqlen,
+                        cfg.calib.seqlen or seqlen)
 
 
 def prune_items(scorer, items, pattern) -> None:

@@ -70,6 +70,7 @@ class MospStore:
     def apply(self, model, adapter, preference, mapping: str = None, temperature: float = None) -> dict:
         """Assemble W_λ for every stored linear of `model` in place; returns {name: kept count}."""
         meta = self.manifest()
+        check_preference("preference", preference, meta["domains"])
         mapped = map_preference(preference, mapping or meta["mapping"], temperature or meta["temperature"])
         linears = adapter.all_linears(model)
         kept = {}
@@ -80,6 +81,19 @@ class MospStore:
             lin.weight.data.copy_(Wl.to(lin.weight.device, lin.weight.dtype))
             kept[name] = int((Wl != 0).sum())
         return kept
+
+
+def check_preference(field: str, lam, domains) -> None:
+    """λ: one non-negative weight per domain, summing to 1 (else a ConfigError naming `field`)."""
+    from repro.config import ConfigError
+
+    try:
+        ok = len(lam) == len(domains) and min(float(v) for v in lam) >= 0 and abs(sum(map(float, lam)) - 1) <= 1e-6
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(field, lam, f"{len(domains)} non-negative weights summing to 1 (domains: "
+                          f"{', '.join(domains)})")
 
 
 def layer_pattern_of(meta: dict, numel: int) -> Pattern:
@@ -103,11 +117,15 @@ def assemble_main(argv=None) -> None:
     args = p.parse_args(argv)
     record = read_record(Path(args.run_dir))
     store = MospStore(Path(args.run_dir) / "mosp")
+    if record is None or not (store.path / MANIFEST).is_file():
+        raise ConfigError("run_dir", args.run_dir, "the folder of a finished score=mosp run (result.json and "
+                          "mosp/manifest.json)", "Extension-1 runs store no task weights; rerun an unfinished one.")
     meta = store.manifest()
-    lam = [float(v) for v in args.preference.split(",")]
-    if len(lam) != len(meta["domains"]) or min(lam) < 0 or abs(sum(lam) - 1) > 1e-6:
-        raise ConfigError("--preference", args.preference, f"{len(meta['domains'])} non-negative weights summing "
-                          f"to 1 (domains: {', '.join(meta['domains'])})")
+    try:
+        lam = [float(v) for v in args.preference.split(",")]
+    except ValueError:
+        lam = None
+    check_preference("--preference", lam if lam is not None else args.preference, meta["domains"])
     run = load_run_config(record["config"])
     model, tokenizer = load_model(run.model, seed=run.seed)
     store.apply(model, adapter_for(model), lam)

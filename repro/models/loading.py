@@ -119,6 +119,31 @@ def check_model_source(cfg: ModelConfig) -> None:
                           f"`model.path=/data/{cfg.name}`.")
 
 
+def known_config(cfg: ModelConfig) -> Optional[dict]:
+    """The model's HF config as a dict when it is known without loading anything: `random_init`, a converted
+    GGUF's cached config.json, a local checkpoint's config.json, or a hub id already in the local HF cache."""
+    if cfg.random_init is not None:
+        return dict(cfg.random_init)
+    path = None
+    try:
+        gguf = resolve_gguf(cfg)
+    except ConfigError:         # check_model_source reports it
+        return None
+    if gguf is not None:
+        path = _gguf_cache_dir(*gguf) / "config.json" if (gguf[0] / gguf[1]).exists() else None
+    elif (Path(cfg.path).expanduser() / "config.json").is_file():
+        path = Path(cfg.path).expanduser() / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(cfg.path, "config.json", revision=cfg.revision)
+            path = Path(hit) if isinstance(hit, str) else None
+        except ValueError:      # not a valid repo id (HFValidationError): nothing is known
+            path = None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
 def _gguf_cache_dir(directory: Path, filename: str) -> Path:
     f = directory / filename
     key = hashlib.sha256(f"{f.resolve()}:{f.stat().st_size}".encode()).hexdigest()[:12]
