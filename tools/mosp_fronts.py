@@ -15,8 +15,9 @@ from pathlib import Path
 
 
 def main(argv=None) -> list:
-    from repro.collect.pareto import annotate, figures, fronts, markdown
-    from repro.collect.records import load_records
+    from repro.collect.compare.pareto import annotate, fronts
+    from repro.collect.records.load import load_records
+    from repro.collect.render.pareto import figures, markdown
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", action="append", help="results directory (repeatable; default: results)")
