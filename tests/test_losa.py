@@ -79,6 +79,8 @@ def test_losa_preflight():
     from repro.run import preflight
     with pytest.raises(ConfigError, match="score.name"):
         preflight(compose_run("model=tiny-llama", "env=offline", "score=magnitude", "recovery=losa"))
+    with pytest.raises(ConfigError, match="recovery.final_sparsity"):
+        compose_run("model=tiny-llama", "score=wanda", "recovery=losa", "recovery.final_sparsity=approx")
     with pytest.raises(ConfigError, match="recovery.shards"):
         compose_run("model=tiny-llama", "score=wanda", "recovery=losa", "recovery.rounds=3")
     with pytest.raises(ConfigError, match="recovery.cka_nsamples"):
