@@ -185,3 +185,25 @@ def test_recovery_run_records_zeros_and_reuses_its_adapter(method, merged, spars
     again = execute(compose_run(*args, "force=true"))
     assert again["recovery"]["reused_adapter"] is True
     assert again["metrics"]["ppl"] == rec["metrics"]["ppl"]
+
+
+def test_failed_fine_tuning_is_recorded_and_keeps_the_pruned_model(results_dir, monkeypatch):
+    from repro import record as rec_mod
+    from repro.recovery import lora
+    from repro.run import execute
+
+    def killed(*a, **k):
+        raise RuntimeError("fine-tuning died")
+
+    monkeypatch.setattr(lora, "fine_tune", killed)
+    args = ("model=tiny-llama", "env=offline", "score=wanda", "sparsity=0.5", "recovery=masked_lora",
+            "eval.ppl.max_windows=1", "recovery_budget.training.max_steps=1", f"paths.results={results_dir}")
+    with pytest.raises(RuntimeError, match="fine-tuning died"):
+        execute(compose_run(*args))
+    (failed,) = [json.loads(p.read_text()) for p in (Path(results_dir) / "runs").glob(f"*/{rec_mod.RECORD_FILE}")]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "RuntimeError"
+    pruned = Path(failed["pruned_model"]["path"])
+    assert pruned.is_dir() and not failed["pruned_model"]["reused"]
+    monkeypatch.undo()
+    ok = execute(compose_run(*args))                     # the pruned model stored before the failure is reused
+    assert ok["status"] == "ok" and ok["pruned_model"]["reused"] is True and Path(ok["pruned_model"]["path"]) == pruned

@@ -27,6 +27,16 @@ L feature matrices on the GPU; the value is the same up to float rounding); weig
 model's dtype with the Trainer's precision setting (the reference trains pure bf16 without autocast); the EOS label
 masking comes from the data loader (repro/data/instruct.py) instead of trl's pad=eos collator.
 
+Final sparsity (`final_sparsity`, NOT the reference's default): zeros never regrow across rounds (the masked delta
+cannot touch them), so in the reference a layer pruned at s₄ + δ in round 4 keeps those zeros when round 5 gives it
+s − δ: the model ends above s (SmolLM2 Wanda 70 %: 0.7039 against the uniform model's 0.6997). `exact` (default)
+gives every layer the lower bound of the ratio it already has in each round's SLSQP (so each round's realised mean
+is s_t), and in the last round turns the ratios into per-row prune counts per linear kind whose sum equals the
+uniformly pruned model's (`losa_math.integer_counts`): the final zero count equals `recovery=none`'s exactly for
+row-wise scorers (Wanda). SparseGPT chooses its mask per 128-column block with `sort[k]` (k + 1 entries, ties),
+so there the counts are matched to the row-wise rule and the measured total may differ slightly (recorded as
+`final_zeros` against `target_zeros`). `reference` keeps the reference's band and rounding.
+
 Resume: a killed run restarts from the last completed round (`losa_round.pt`); a finished run stores the merged
 weights (`final.safetensors`, `final.json`) and an evaluation-only change loads them instead of recomputing.
 """
@@ -75,6 +85,7 @@ class LosaConfig(MethodConfig):
     cka_nsamples: int = 64               # CKA sequences: 64 (7B/8B), 32 (13B) — the first N of the calibration set
     prune_nsamples: Optional[int] = None  # pruning/error sequences; None = the whole calibration set (128)
     shards: list = field(default_factory=lambda: list(LOSA_SHARDS))
+    final_sparsity: str = "exact"        # exact: zero count = the uniformly pruned model's; reference: as lib/prune.py
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: InstructDataConfig = field(default_factory=InstructDataConfig)
 
@@ -88,6 +99,8 @@ class LosaConfig(MethodConfig):
         if self.prune_nsamples is not None:
             check_range("recovery.prune_nsamples", self.prune_nsamples, lo=1)
         check_targets(self.target_modules)
+        if self.final_sparsity not in ("exact", "reference"):
+            raise ConfigError("recovery.final_sparsity", self.final_sparsity, "exact or reference")
         if len(self.shards) != self.rounds:
             raise ConfigError("recovery.shards", self.shards, f"one row range per round ({self.rounds})")
         for i, s in enumerate(self.shards):
@@ -159,10 +172,28 @@ class Losa(Recovery):
         self._engine(model, adapter, run, ids).run(_Observe(on_inputs=gram))
         return [grams[i] for i in range(len(grams))]
 
-    def _prune(self, model, adapter, run, ids, ratios, dense) -> List[float]:
+    @staticmethod
+    def _exact_targets(model, adapter, ratios, previous, s) -> tuple:
+        """Last round of `final_sparsity=exact`: per-linear targets whose per-row counts sum, per linear kind, to
+        the uniform model's `int(cols · s)` per row, never below the counts the layers already have."""
+        linears, n_blocks = adapter.all_linears(model), len(adapter.blocks(model))
+        targets, counts, zeros = {}, {}, 0
+        for n in adapter.linear_names:
+            names = [f"{adapter.block_prefix(i)}.{n}" for i in range(n_blocks)]
+            shapes = {tuple(linears[m].weight.shape) for m in names}
+            if len(shapes) != 1:
+                raise ValueError(f"LoSA exact final sparsity needs one shape per linear kind; {n}: {shapes}")
+            rows, cols = shapes.pop()
+            lower = [int(cols * p) for p in previous] if previous is not None else [0] * len(names)
+            k = lm.integer_counts(ratios, cols, len(names) * int(cols * s), lower)
+            targets.update({m: (k_i + 0.5) / cols for m, k_i in zip(names, k)})
+            counts[n], zeros = k, zeros + rows * sum(k)
+        return targets, counts, zeros
+
+    def _prune(self, model, adapter, run, ids, ratios, dense, targets=None) -> List[float]:
         blocks = adapter.blocks(model)
-        targets = {f"{adapter.block_prefix(i)}.{n}": ratios[i] for i in range(len(blocks))
-                   for n in adapter.linear_names}
+        targets = targets or {f"{adapter.block_prefix(i)}.{n}": ratios[i] for i in range(len(blocks))
+                              for n in adapter.linear_names}
         callback = _PruneAndMeasure(build("score", run.score), targets, run.pattern, dense)
         self._engine(model, adapter, run, ids).run(callback)
         return callback.errors
@@ -212,8 +243,14 @@ class Losa(Recovery):
             delta = lm.band_halfwidth(s_t, delta, cfg.delta_above_07)
             grams = self._grams(model, adapter, run, cka_ids)
             importance = lm.layer_importance(lm.cka_matrix(grams), beta)
-            ratios = lm.layer_ratios(importance, s_t, delta)
-            errors = self._prune(model, adapter, run, prune_ids, ratios, dense)
+            exact = cfg.final_sparsity == "exact"
+            previous = report["rounds"][-1]["ratios"] if report["rounds"] else None
+            ratios = lm.layer_ratios(importance, s_t, delta, lower=previous if exact else None)
+            targets = None
+            if exact and t == cfg.rounds:
+                targets, rt["counts"], rt["target_zeros"] = self._exact_targets(model, adapter, ratios, previous,
+                                                                                run.sparsity)
+            errors = self._prune(model, adapter, run, prune_ids, ratios, dense, targets)
             peft_model.unmerge_adapter()
             omega = lm.omega(t, cfg.omega0)
             ranks = lm.allocate_ranks(errors, omega, cfg.rank_min, cfg.rank_max)
@@ -234,6 +271,8 @@ class Losa(Recovery):
         peft_model.eval()
         peft_model.merge_and_unload()
         report["final_sparsity"] = measure_sparsity(model, adapter)["overall"]
+        report["final_zeros"] = sum(int((m.weight == 0).sum()) for m in adapter.all_linears(model).values())
+        report["final_sparsity_mode"] = cfg.final_sparsity
         self._save_final(model, adapter, workdir, report)
         return report
 

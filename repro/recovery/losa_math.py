@@ -9,6 +9,11 @@
 - `layer_ratios(I, s_t, δ_t)`: min Σ x_ℓ I_ℓ s.t. mean(x) = s_t, x ∈ [s_t − δ_t, s_t + δ_t], scipy SLSQP from
   x0 = 1 with the analytic gradient, as the reference (lib/prune.py:303-332). It is an LP; SLSQP's answer is not
   always the LP vertex (a few interior values when I is flat) — kept, because it is what the reference computes.
+  `lower` (per layer, optional) raises a layer's lower bound to the ratio it already has (zeros never regrow in
+  LoSA: `recovery.final_sparsity=exact`); `None` gives the reference's band.
+- `integer_counts(ratios, cols, total, lower)`: per-row prune counts k_ℓ of one linear kind (same shape in every
+  layer) with Σ k_ℓ = total (the uniform model's count), k_ℓ ≥ lower_ℓ (already pruned), closest to cols·x_ℓ by
+  largest remainders. This makes the final model's zero count equal the uniformly pruned model's.
 - `reconstruction_error(dense, sparse)`: Σ ((D − S)/c_k)² / d with c_k the L2 norm of dense channel k over all
   tokens (lib/prune.py:427-430).
 - `allocate_ranks(errors, omega, lo, hi)`: r̂ = clip(round(e/Σe · Ω · L), lo, hi), then ONE pass that removes
@@ -72,15 +77,44 @@ def layer_importance(similarity: np.ndarray, beta: float) -> np.ndarray:
     return np.exp(-beta * tau)
 
 
-def layer_ratios(importance: np.ndarray, s_t: float, delta: float) -> List[float]:
+def layer_ratios(importance: np.ndarray, s_t: float, delta: float,
+                 lower: Optional[Sequence[float]] = None) -> List[float]:
     from scipy import optimize
 
     imp = np.asarray(importance, dtype=np.float64)
     n = len(imp)
+    lo = np.full(n, s_t - delta)
+    if lower is not None:                # zeros already there stay: a layer never goes below its current ratio
+        lo = np.maximum(lo, np.asarray(lower, dtype=np.float64))
+        if lo.mean() > s_t + 1e-12:
+            raise ValueError(f"LoSA: the layers' current ratios (mean {lo.mean():.6f}) already exceed the round's "
+                             f"target {s_t:.6f}")
+    hi = np.maximum(s_t + delta, lo)
     result = optimize.minimize(lambda x: float(np.dot(x, imp)), x0=np.ones(n), jac=lambda x: imp, method="SLSQP",
-                               bounds=[(s_t - delta, s_t + delta)] * n,
+                               bounds=list(zip(lo, hi)),
                                constraints=({"type": "eq", "fun": lambda x: np.mean(x) - s_t},))
-    return [max(0.0, float(v)) for v in result.x]
+    x = result.x if lower is None else np.maximum(result.x, lo)
+    return [max(0.0, float(v)) for v in x]
+
+
+def integer_counts(ratios: Sequence[float], cols: int, total: int, lower: Sequence[int]) -> List[int]:
+    x = np.asarray(ratios, dtype=np.float64) * cols
+    lo = np.asarray(lower, dtype=np.int64)
+    k = np.clip(np.maximum(np.floor(x + 1e-9).astype(np.int64), lo), 0, cols)
+    if lo.sum() > total or total > cols * len(k):
+        raise ValueError(f"LoSA: cannot prune exactly {total} entries per row-sum (already {lo.sum()}, "
+                         f"at most {cols * len(k)})")
+    while k.sum() != total:
+        rem = x - k
+        if k.sum() < total:              # too few: +1 where the ratio asks most above its count
+            cand = np.where(k < cols)[0]
+            i = cand[np.argmax(rem[cand])]
+            k[i] += 1
+        else:                            # too many: −1 where the count is most above the ratio (never below lower)
+            cand = np.where(k > lo)[0]
+            i = cand[np.argmin(rem[cand])]
+            k[i] -= 1
+    return [int(v) for v in k]
 
 
 def reconstruction_error(dense: torch.Tensor, sparse: torch.Tensor) -> float:
@@ -115,4 +149,4 @@ def omega(round_index: int, omega0: float = 6) -> float:
 
 
 __all__ = ["round_sparsity", "band_halfwidth", "linear_cka", "cka_matrix", "layer_importance", "layer_ratios",
-           "reconstruction_error", "allocate_ranks", "omega"]
+           "integer_counts", "reconstruction_error", "allocate_ranks", "omega"]
