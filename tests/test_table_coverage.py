@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from repro.collect.keys import record_matches
 from repro.collect.layouts import load_layout
+from repro.collect.protocol import _method_defaults
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -140,3 +141,21 @@ def test_the_sweep_is_hydra_s_own_expansion():
     dsnot = [j for j in jobs if j["score"]["name"] == "dsnot"]
     assert sorted({j["score"]["initial_method"] for j in dsnot}) == ["magnitude", "sparsegpt", "wanda"]
     assert {j["sparsity"] for j in jobs} == {0.6}
+
+
+@pytest.mark.parametrize("paper", [p for p in PAPERS if p not in NOT_BUILT])
+def test_jobs_run_the_method_options_the_paper_ran(paper):
+    """A layout's `method_options` (`allocation.owl.clamp: neuronal`) is what the paper ran: every job of the paper's
+    experiment files that uses that method sets it (else its cells would all be flagged 'protocol differs')."""
+    layout = load_layout(REPO / "experiments" / paper / "tables.yaml", paper)
+    options = {k: v for table in layout.tables.values() for k, v in table.method_options.items()}
+    wrong = set()
+    for job in _paper_jobs(paper):
+        for dotted, want in options.items():
+            kind, method, fld = dotted.split(".")
+            node = job.get(kind) or {}
+            if node.get("name") == method:
+                got = node.get(fld, (_method_defaults(kind, method) or {}).get(fld))
+                if got != want:
+                    wrong.add(f"{dotted}={got} (paper {want}) in {job['experiment'].get('table')}")
+    assert not wrong, sorted(wrong)
