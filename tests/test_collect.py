@@ -405,3 +405,18 @@ def _first_with_clamp(results: Path, clamp: str) -> dict:
         if rec["config"]["allocation"].get("clamp") == clamp:
             return rec
     raise AssertionError(clamp)
+
+
+def test_neuronal_lambda_grid_differs_from_the_paper_is_flagged():
+    """The default block grid (the reference code's 14 values, 13 at s >= 0.8) vs the paper's 13 (tables.yaml)."""
+    from repro.allocation.neuronal import block_lambda_grid
+    from repro.collect.layouts import load_layout
+    from repro.collect.protocol import deviations
+    from tests.conftest import REPO
+
+    expected = load_layout(REPO / "experiments" / "neuronal" / "tables.yaml", "neuronal").tables["ppl_c4"].protocol
+    for s, want in ((0.7, ["NeuronAL block λ candidates 14 (paper: 13)"]), (0.8, [])):
+        rec = make_record(allocation="neuronal", sparsity=s, seqlen=2048)
+        rec["prune"] = {"allocation_report": {"block_objectives": {str(v): 1.0 for v in block_lambda_grid(s)}}}
+        assert deviations(rec, "ppl.wikitext2", expected) == want
+    assert deviations(make_record(allocation="owl", seqlen=2048), "ppl.wikitext2", expected) == []

@@ -57,6 +57,15 @@ def _calib(field: str) -> Callable:
     return get
 
 
+def _neuronal_block_grid(record, metric_name):
+    """How many λ candidates NeuronAL's block search tried (the record's `block_objectives`); other allocations and
+    `allocation.step=row` (no block search) have nothing to compare."""
+    if ((record.get("config") or {}).get("allocation") or {}).get("name") != "neuronal":
+        return _SKIP
+    objectives = ((record.get("prune") or {}).get("allocation_report") or {}).get("block_objectives")
+    return len(objectives) if objectives is not None else _SKIP
+
+
 _SKIP = object()
 
 # name -> (extractor(record, metric) -> value, how to say it)
@@ -75,6 +84,7 @@ CHECKS = {
     "calib_nsamples": (_calib("nsamples"), "calibration samples"),
     "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
     "calib_seed": (_calib("seed"), "calibration seed"),
+    "neuronal_lambdas_block": (_neuronal_block_grid, "NeuronAL block λ candidates"),
 }
 
 
