@@ -420,3 +420,21 @@ def test_neuronal_lambda_grid_differs_from_the_paper_is_flagged():
         rec["prune"] = {"allocation_report": {"block_objectives": {str(v): 1.0 for v in block_lambda_grid(s)}}}
         assert deviations(rec, "ppl.wikitext2", expected) == want
     assert deviations(make_record(allocation="owl", seqlen=2048), "ppl.wikitext2", expected) == []
+
+
+def test_lua_llm_declared_protocol_choices_are_flagged():
+    """Lua-LLM tables: WikiText-2 test (ours, the released code) vs validation (the paper's text), and the effective
+    batch (paper: 2 GPUs x 1 window) read from the record's allocation report."""
+    from repro.collect.layouts import load_layout
+    from repro.collect.protocol import deviations
+    from tests.conftest import REPO
+
+    expected = load_layout(REPO / "experiments" / "lua_llm" / "tables.yaml", "lua_llm").tables["table1"].protocol
+    rec = make_record(allocation="lua_llm", sparsity=0.7, seqlen=2048)
+    rec["protocol"]["ppl"]["wikitext2"]["source"]["split"] = "test"
+    rec["prune"] = {"allocation_report": {"effective_batch": 1}}
+    assert deviations(rec, "ppl.wikitext2", expected) == ["ppl split test (paper: validation)",
+                                                          "Lua-LLM windows per step 1 (paper: 2)"]
+    rec["prune"]["allocation_report"]["effective_batch"] = 2
+    assert deviations(rec, "ppl.wikitext2", expected) == ["ppl split test (paper: validation)"]
+    assert deviations(rec, "zeroshot.boolq", {"ppl_split": "validation", "lua_effective_batch": 2}) == []

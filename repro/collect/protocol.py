@@ -66,6 +66,19 @@ def _neuronal_block_grid(record, metric_name):
     return len(objectives) if objectives is not None else _SKIP
 
 
+def _ppl_split(record, metric_name):
+    """The hub split of a perplexity set; local files (and non-ppl metrics) have none to compare."""
+    source = (_ppl(record, metric_name) or {}).get("source") or {}
+    return source.get("split") if source.get("kind") == "hub" else _SKIP
+
+
+def _lua_effective_batch(record, metric_name):
+    """Lua-LLM's windows per optimisation step over all processes (`allocation_report.effective_batch`)."""
+    if ((record.get("config") or {}).get("allocation") or {}).get("name") != "lua_llm":
+        return _SKIP
+    return ((record.get("prune") or {}).get("allocation_report") or {}).get("effective_batch")
+
+
 _SKIP = object()
 
 # name -> (extractor(record, metric) -> value, how to say it)
@@ -85,6 +98,8 @@ CHECKS = {
     "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
     "calib_seed": (_calib("seed"), "calibration seed"),
     "neuronal_lambdas_block": (_neuronal_block_grid, "NeuronAL block λ candidates"),
+    "ppl_split": (_ppl_split, "ppl split"),
+    "lua_effective_batch": (_lua_effective_batch, "Lua-LLM windows per step"),
 }
 
 
