@@ -438,3 +438,6 @@ def test_lua_llm_declared_protocol_choices_are_flagged():
     rec["prune"]["allocation_report"]["effective_batch"] = 2
     assert deviations(rec, "ppl.wikitext2", expected) == ["ppl split test (paper: validation)"]
     assert deviations(rec, "zeroshot.boolq", {"ppl_split": "validation", "lua_effective_batch": 2}) == []
+    del rec["prune"]                          # a record from before `effective_batch`: the config's batch, 1 process
+    rec["config"]["allocation"]["batch_size"] = 1
+    assert "Lua-LLM windows per step 1 (paper: 2)" in deviations(rec, "ppl.wikitext2", expected)

@@ -73,10 +73,13 @@ def _ppl_split(record, metric_name):
 
 
 def _lua_effective_batch(record, metric_name):
-    """Lua-LLM's windows per optimisation step over all processes (`allocation_report.effective_batch`)."""
-    if ((record.get("config") or {}).get("allocation") or {}).get("name") != "lua_llm":
+    """Lua-LLM's windows per optimisation step over all processes (`allocation_report.effective_batch`; records
+    written before it existed: the config's per-process `batch_size`, every such run being single-process)."""
+    alloc = (record.get("config") or {}).get("allocation") or {}
+    if alloc.get("name") != "lua_llm":
         return _SKIP
-    return ((record.get("prune") or {}).get("allocation_report") or {}).get("effective_batch")
+    report = (record.get("prune") or {}).get("allocation_report") or {}
+    return report.get("effective_batch", alloc.get("batch_size"))
 
 
 _SKIP = object()
