@@ -3,8 +3,9 @@
 `<paths.results>/pruned/<prune_id>/` holds what a prune stage produced, so every evaluation (and recovery) of the
 same prune reuses it instead of pruning again:
 - `masks.npz`      one bit-packed keep-mask per prunable linear (`np.packbits` of `weight != 0`, row-major);
-- `weights.safetensors`  the full weights of the linears whose kept values the method changed (SparseGPT's
-                   updates); a mask-only method (magnitude, Wanda, DSnoT...) stores none;
+- `weights.safetensors`  the full weights of every linear a weight-updating method pruned (`Scorer.updates_weights`:
+                   SparseGPT, ALPS); a mask-only method (magnitude, Wanda, DSnoT...) stores none. The method declares
+                   it (no copy of the dense weights is kept to compare with; tests/test_store.py checks each claim);
 - `manifest.json`  the prune report (allocation report included), each linear's shape and zero count, and the
                    SHA-256 of both files. Written last: a folder without a manifest is not a stored prune.
 A stored prune is verified before reuse (file checksums, then each linear's zero count and shape after applying

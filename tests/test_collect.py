@@ -434,3 +434,39 @@ def test_collector_stages_import_in_one_direction():
                     parts = mod.split(".")
                     if parts[:2] == ["repro", "collect"] and len(parts) > 2 and parts[2] in stages:
                         assert stages.index(parts[2]) <= i, f"{path.relative_to(root)} imports {mod}"
+
+
+def test_neuronal_lambda_grid_differs_from_the_paper_is_flagged():
+    """The default block grid (the reference code's 14 values, 13 at s >= 0.8) vs the paper's 13 (tables.yaml)."""
+    from repro.allocation.neuronal import block_lambda_grid
+    from repro.collect.cells.layouts import load_layout
+    from repro.collect.compare.protocol import deviations
+    from tests.conftest import REPO
+
+    expected = load_layout(REPO / "experiments" / "neuronal" / "tables.yaml", "neuronal").tables["ppl_c4"].protocol
+    for s, want in ((0.7, ["NeuronAL block λ candidates 14 (paper: 13)"]), (0.8, [])):
+        rec = make_record(allocation="neuronal", sparsity=s, seqlen=2048)
+        rec["prune"] = {"allocation_report": {"block_objectives": {str(v): 1.0 for v in block_lambda_grid(s)}}}
+        assert deviations(rec, "ppl.wikitext2", expected) == want
+    assert deviations(make_record(allocation="owl", seqlen=2048), "ppl.wikitext2", expected) == []
+
+
+def test_lua_llm_declared_protocol_choices_are_flagged():
+    """Lua-LLM tables: WikiText-2 test (ours, the released code) vs validation (the paper's text), and the effective
+    batch (paper: 2 GPUs x 1 window) read from the record's allocation report."""
+    from repro.collect.cells.layouts import load_layout
+    from repro.collect.compare.protocol import deviations
+    from tests.conftest import REPO
+
+    expected = load_layout(REPO / "experiments" / "lua_llm" / "tables.yaml", "lua_llm").tables["table1"].protocol
+    rec = make_record(allocation="lua_llm", sparsity=0.7, seqlen=2048)
+    rec["protocol"]["ppl"]["wikitext2"]["source"]["split"] = "test"
+    rec["prune"] = {"allocation_report": {"effective_batch": 1}}
+    assert deviations(rec, "ppl.wikitext2", expected) == ["ppl split test (paper: validation)",
+                                                          "Lua-LLM windows per step 1 (paper: 2)"]
+    rec["prune"]["allocation_report"]["effective_batch"] = 2
+    assert deviations(rec, "ppl.wikitext2", expected) == ["ppl split test (paper: validation)"]
+    assert deviations(rec, "zeroshot.boolq", {"ppl_split": "validation", "lua_effective_batch": 2}) == []
+    del rec["prune"]                          # a record from before `effective_batch`: the config's batch, 1 process
+    rec["config"]["allocation"]["batch_size"] = 1
+    assert "Lua-LLM windows per step 1 (paper: 2)" in deviations(rec, "ppl.wikitext2", expected)

@@ -151,7 +151,7 @@ def test_trained_lua_hits_budget_and_saves_masks(tiny_llama, results_dir):
     ids = _calib()
     run = compose_run(*FAST, *LUA, "sparsity=0.6", "engine.propagate=dense",
                       "allocation.iterations=3", "allocation.lr=0.05", "allocation.init=code",
-                      "allocation.plot=true", f"paths.results={results_dir}")
+                      "allocation.plot=true", "allocation.batch_size=1", f"paths.results={results_dir}")
     pruned, report = _prune(model, run, ids)
     rep = report["allocation_report"]
     adapter = adapter_for(pruned)
@@ -252,6 +252,7 @@ def test_training_windows_continue_the_calibration_sequence(tiny_llama, results_
     calib = load_calibration(run.calib, tokenizer, 32)
     _, report = _prune(model, run, calib.input_ids)
     assert report["allocation_report"]["train_windows_source"] == "local_text windows 4..6"
+    assert report["allocation_report"]["effective_batch"] == 2     # default: the paper's 2 GPUs x 1 window
 
 
 @pytest.mark.parametrize("score", ["wanda", "sparsegpt"])

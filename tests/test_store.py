@@ -101,3 +101,31 @@ def test_a_recovery_that_prunes_itself_gets_the_dense_model_and_its_work_folder(
     assert seen["workdir"] == tmp_path / "recovered" / run.recover_id and seen["workdir"].is_dir()
     assert rec["prune"]["pruned_by"] == "recovery" and rec["recovery"] == {"rounds": 1}
     assert rec["recover_id"] == run.recover_id and rec["pruned_model"] is None
+
+
+@pytest.mark.parametrize("score", ["magnitude", "wanda", "multiflow", "dsnot", "sparsegpt", "alps"])
+def test_every_scorer_declares_whether_it_changes_kept_weights(tiny_llama, score):
+    """The store keeps the values of the linears a scorer declares it updates (`Scorer.updates_weights`), with no
+    copy of the dense weights: a scorer that changed a kept weight without saying so would be reused wrongly."""
+    import copy
+
+    import torch
+
+    from repro.data.calibration import load_calibration
+    from repro.models.adapter import adapter_for
+    from repro.registry import method_class, names
+
+    assert set(names("score")) - {"dense"} <= {"magnitude", "wanda", "multiflow", "dsnot", "sparsegpt", "alps"}, \
+        "a new scorer: add it to this test"
+    model, tokenizer = tiny_llama
+    model = copy.deepcopy(model)
+    run = compose_run(*FAST, f"score={score}", "sparsity=0.5")
+    ids = load_calibration(run.calib, tokenizer, 32).input_ids
+    adapter = adapter_for(model)
+    before = {n: l.weight.detach().clone() for n, l in adapter.all_linears(model).items()}
+    changed: set = set()
+    pipeline.prune_model(model, adapter, run, ids, changed)
+    really = {n for n, l in adapter.all_linears(model).items()
+              if bool(((l.weight != before[n]) & (l.weight != 0)).any())}
+    assert bool(really) == method_class("score", score).updates_weights
+    assert really <= changed

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from repro.collect.cells.layouts import load_layout
 from repro.collect.compare.paper import record_matches
+from repro.collect.compare.protocol import _method_defaults
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -168,3 +169,21 @@ def test_restorelcc_table_rows_share_three_pruned_models_per_model():
         if cfg.score.name != "dense":
             prune_ids.setdefault(cfg.model.name, set()).add(resolve(cfg).prune_id)
     assert prune_ids and all(len(ids) == 3 for ids in prune_ids.values()), prune_ids
+
+
+@pytest.mark.parametrize("paper", [p for p in PAPERS if p not in NOT_BUILT])
+def test_jobs_run_the_method_options_the_paper_ran(paper):
+    """A layout's `method_options` (`allocation.owl.clamp: neuronal`) is what the paper ran: every job of the paper's
+    experiment files that uses that method sets it (else its cells would all be flagged 'protocol differs')."""
+    layout = load_layout(REPO / "experiments" / paper / "tables.yaml", paper)
+    options = {k: v for table in layout.tables.values() for k, v in table.method_options.items()}
+    wrong = set()
+    for job in _paper_jobs(paper):
+        for dotted, want in options.items():
+            kind, method, fld = dotted.split(".")
+            node = job.get(kind) or {}
+            if node.get("name") == method:
+                got = node.get(fld, (_method_defaults(kind, method) or {}).get(fld))
+                if got != want:
+                    wrong.add(f"{dotted}={got} (paper {want}) in {job['experiment'].get('table')}")
+    assert not wrong, sorted(wrong)

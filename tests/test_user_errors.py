@@ -42,6 +42,53 @@ def test_status_of_a_missing_folder_is_one_line(tmp_path):
     assert "no such sweep directory" in str(e.value) and "\n" not in str(e.value)
 
 
+def _status_error(argv) -> str:
+    from repro.runner.status import status_main
+
+    with pytest.raises(SystemExit) as e:
+        status_main(argv)
+    message = str(e.value.code)
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def test_status_on_a_full_disk_is_one_line(monkeypatch):
+    """The grid's manifest cannot be written (ENOSPC): one line naming the file and the cause, no traceback."""
+    import errno
+
+    from repro import record
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(record, "write_json_atomic", full)
+    message = _status_error(["model=tiny-llama", "env=offline"])
+    assert "No space left on device" in message and "repro_sweep.json" in message
+
+
+def test_status_on_a_read_only_disk_is_one_line(tmp_path, monkeypatch):
+    """`repro status <overrides>` needs a temporary folder: a read-only one (chmod; root ignores chmod, so there the
+    read-only file system is simulated) gives one line; so does an unreadable sweep folder."""
+    import errno
+    import os
+    import tempfile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    monkeypatch.setattr(tempfile, "tempdir", str(ro))
+    if os.access(ro, os.W_OK):                  # root
+        def read_only(*a, **k):
+            raise OSError(errno.EROFS, "Read-only file system", str(ro))
+        monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    try:
+        message = _status_error(["model=tiny-llama", "env=offline"])
+    finally:
+        ro.chmod(0o755)
+    assert message.startswith("repro status: ") and ("Permission denied" in message or "Read-only" in message)
+    assert str(ro) in message
+
+
 @pytest.mark.parametrize("content,name,says", [
     (b"", "empty.txt", "a non-empty file"), (b"ten bytes.", "short.txt", "cannot make 51[23] tokens"),
     (b"abc\0def" * 200, "binary.txt", "NUL bytes"), (b"not json\n", "rows.jsonl", "one JSON object per line"),

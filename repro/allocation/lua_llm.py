@@ -35,7 +35,11 @@ statistics. Training windows: with `train_windows=N` (the experiment files: 1000
 500 steps x 2 GPUs) N further windows are drawn from the same source and seed right after the `calib.nsamples`
 calibration windows (our `load_calibration` sampler, C4 by default), so baselines keep their 128 windows; with
 `train_windows=null` training cycles over the calibration windows, starting after the score windows. Step i of
-rank r reads windows (i·world + r)·batch_size + b (mod the set).
+rank r reads windows (i·world + r)·batch_size + b (mod the set). Effective batch: the paper trains on 2 GPUs × 1
+window (FSDP, gradients averaged); `batch_size=2` (default) on one process reads the same windows 2i, 2i+1 at step i
+and its CE is the mean over both equal-length windows, i.e. the same gradient. Under torchrun with N processes set
+`batch_size=2/N`; the record's `allocation_report.effective_batch` (= batch_size × world) is checked against the
+paper's 2 by the collector (experiments/lua_llm/tables.yaml `lua_effective_batch`).
 Training text (`train_data`): `calib` (default) = the calibration source — C4 in every experiment file, as the
 paper states; `wikitext103` = WikiText-103 train as the released code streams it (data/data_utils.py:
 `wikitext-103-raw-v1`, unshuffled, rows tokenised and grouped 50 at a time; `stream_windows`), the first
@@ -96,7 +100,8 @@ class LuaLLMConfig(MethodConfig):
     weight_decay: float = 0.05
     lam: float = 16.0                    # λ_reg (lua_llama.py --lam)
     init: str = "target"                 # target: t = sparsity (paper Alg. 1) | code: t = 0.5 (mask_init_value)
-    batch_size: int = 1                  # windows per step and per process
+    batch_size: int = 2                  # windows per step and per process (2 = the paper's 2 GPUs x 1 on one
+                                         # process; under torchrun with N processes set 2/N)
     train_seqlen: Optional[int] = None   # crop training windows to this many tokens (None = calibration seqlen)
     score_nsamples: Optional[int] = None # calibration windows for the dense Wanda statistics (None = all, as the
                                          # pipeline's Wanda pass: only then is the applied mask the learned one)
@@ -320,6 +325,7 @@ class LuaLLM(Allocator):
             rows = [(first + b) % n for b in range(cfg.batch_size)]
             return ids[rows, :seqlen]
 
+        ctx.report["effective_batch"] = cfg.batch_size * world     # windows per step, all processes (paper: 2)
         device = layers[0].thresholds.device
         amp = torch.bfloat16 if (device.type == "cuda" and cfg.precision == "bf16") else None
         blocks = ctx.adapter.blocks(ctx.model) if cfg.gradient_checkpointing else None

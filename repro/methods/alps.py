@@ -109,6 +109,7 @@ def alps_prune(W: torch.Tensor, prob: Normalized, pat: Pattern, cfg: ALPSConfig)
 
 @register("score", "alps", ALPSConfig)
 class ALPS(Scorer):
+    updates_weights = True               # ADMM + PCG update of the kept weights (stored by repro/store.py)
     needs_calibration = True
     stats = frozenset({"hessian"})
 

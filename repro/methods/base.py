@@ -29,6 +29,8 @@ class Scorer:
     prunes = True                        # False for the dense reference: no prune stage, no pruning fields
     stats: frozenset = frozenset()
     granularity = "row"                  # comparison group for a float target: "row" or "layer"
+    updates_weights = False              # True when the kept weights change too (SparseGPT, ALPS): the pruned-model
+                                         # store (repro/store.py) then keeps those linears' values, not only masks
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -266,6 +266,7 @@ def sparsegpt_prune(W: torch.Tensor, hinv: torch.Tensor, dead: torch.Tensor, sli
 
 @register("score", "sparsegpt", SparseGPTConfig)
 class SparseGPT(Scorer):
+    updates_weights = True               # OBS update of the kept weights (stored by repro/store.py)
     needs_calibration = True
     stats = frozenset({"hessian"})
 

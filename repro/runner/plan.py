@@ -135,8 +135,12 @@ def write_manifest(sweep_dir: Path, jobs: list[PlannedJob], launcher: str, plan_
     previous = rec.read_record(path) or {}
     known = {(j["num"], j["identity"]) for j in previous.get("jobs", [])}
     entries = list(previous.get("jobs", [])) + [j.manifest_entry() for j in jobs if (j.num, j.identity) not in known]
-    rec.write_json_atomic(path, {"launcher": launcher, "updated_at": datetime.now(timezone.utc).isoformat(),
-                                 "plan_s": plan_s, "jobs": entries})
+    try:
+        rec.write_json_atomic(path, {"launcher": launcher, "updated_at": datetime.now(timezone.utc).isoformat(),
+                                     "plan_s": plan_s, "jobs": entries})
+    except OSError as e:      # read-only or full disk: one line (Hydra would print a traceback for an exception)
+        raise SystemExit(f"repro: cannot write the sweep manifest {path}: {e.strerror or e} "
+                         "(free space, or point hydra.sweep.dir / TMPDIR at a writable folder)") from None
     return path
 
 

@@ -48,6 +48,31 @@ def _calib(field: str) -> Callable:
     return get
 
 
+def _neuronal_block_grid(record, metric_name):
+    """How many λ candidates NeuronAL's block search tried (the record's `block_objectives`); other allocations and
+    `allocation.step=row` (no block search) have nothing to compare."""
+    if ((record.get("config") or {}).get("allocation") or {}).get("name") != "neuronal":
+        return SKIP
+    objectives = ((record.get("prune") or {}).get("allocation_report") or {}).get("block_objectives")
+    return len(objectives) if objectives is not None else SKIP
+
+
+def _ppl_split(record, metric_name):
+    """The hub split of a perplexity set; local files (and non-ppl metrics) have none to compare."""
+    source = (_ppl(record, metric_name) or {}).get("source") or {}
+    return source.get("split") if source.get("kind") == "hub" else SKIP
+
+
+def _lua_effective_batch(record, metric_name):
+    """Lua-LLM's windows per optimisation step over all processes (`allocation_report.effective_batch`; records
+    written before it existed: the config's per-process `batch_size`, every such run being single-process)."""
+    alloc = (record.get("config") or {}).get("allocation") or {}
+    if alloc.get("name") != "lua_llm":
+        return SKIP
+    report = (record.get("prune") or {}).get("allocation_report") or {}
+    return report.get("effective_batch", alloc.get("batch_size"))
+
+
 SKIP = object()
 
 
@@ -67,4 +92,7 @@ CHECKS = {
     "calib_nsamples": (_calib("nsamples"), "calibration samples"),
     "calib_seqlen": (_calib("seqlen"), "calibration seqlen"),
     "calib_seed": (_calib("seed"), "calibration seed"),
+    "neuronal_lambdas_block": (_neuronal_block_grid, "NeuronAL block λ candidates"),
+    "ppl_split": (_ppl_split, "ppl split"),
+    "lua_effective_batch": (_lua_effective_batch, "Lua-LLM windows per step"),
 }
