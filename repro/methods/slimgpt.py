@@ -227,6 +227,7 @@ class SlimGPT(Scorer):
     stats = frozenset({"hessian"})
     structured = True                    # the only scorer pattern=structured accepts (and it accepts only that)
     true_sequential = True               # the MLP's Hessian is taken after the block's attention is pruned
+    updates_weights = True               # OBS update of the kept columns (SlimGPTCallback records them in `changed`)
 
     @classmethod
     def check(cls, run) -> None:
