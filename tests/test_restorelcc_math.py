@@ -121,3 +121,22 @@ def test_lost_basis_matches_the_reference_fixture():
             cos = (v[:rank] * ref_v[:rank]).sum(-1).abs()
             assert torch.allclose(cos, torch.ones(rank), atol=5e-3), (name, k)
             assert (v[rank:] == 0).all() and (ref_v[rank:] == 0).all()
+
+
+def test_select_heads_never_picks_a_removed_head():
+    """Structured bases (SlimGPT): heads whose o_proj columns are all zero are skipped, a fraction counts live heads,
+    and live_heads reads them from the model's o_proj weights."""
+    from types import SimpleNamespace
+
+    from repro.recovery.lcc_math import select_heads
+    from repro.recovery.restorelcc import live_heads
+
+    acc = torch.tensor([[0.9, 0.8], [0.7, 0.6]])
+    live = torch.tensor([[False, True], [True, True]])
+    assert select_heads(acc, 2, live) == [1, 2]
+    assert select_heads(acc, 1.0, live) == [1, 2, 3]
+    o = torch.nn.Linear(4, 3, bias=False)                  # 2 heads of dim 2
+    with torch.no_grad():
+        o.weight[:, 2:] = 0
+    model = SimpleNamespace(model=SimpleNamespace(layers=[SimpleNamespace(self_attn=SimpleNamespace(o_proj=o))]))
+    assert live_heads(model, 2).tolist() == [[True, False]]

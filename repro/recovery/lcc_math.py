@@ -125,8 +125,13 @@ def n_selected(top, total: int) -> int:
     return top
 
 
-def select_heads(val_acc: torch.Tensor, top) -> list[int]:
-    """Flat head indices ranked by validation accuracy (descending, stable), the first n_selected(top)."""
-    n = n_selected(top, val_acc.numel())
-    order = torch.sort(val_acc.flatten(), descending=True, stable=True).indices
+def select_heads(val_acc: torch.Tensor, top, live: torch.Tensor | None = None) -> list[int]:
+    """Flat head indices ranked by validation accuracy (descending, stable), the first n_selected(top).
+
+    `live` (bool, the shape of `val_acc`): heads a structured pruning kept. Removed heads (all-zero o_proj columns)
+    are never selected — a compensation there would fold to nothing — and a fraction counts live heads only."""
+    acc = val_acc.flatten().double()
+    alive = torch.ones_like(acc, dtype=torch.bool) if live is None else live.flatten().bool()
+    n = n_selected(top, int(alive.sum()))
+    order = torch.sort(torch.where(alive, acc, float("-inf")), descending=True, stable=True).indices
     return order[:n].tolist()

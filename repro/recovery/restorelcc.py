@@ -171,6 +171,16 @@ class HeadCompensation(nn.Module):
         return torch.zeros(self.n_heads, c.shape[1], device=c.device).index_copy(0, self.heads, c).flatten()
 
 
+@torch.no_grad()
+def live_heads(model, n_heads: int) -> torch.Tensor:
+    """(layers, heads) bool: a head is live unless its o_proj input columns are all zero (removed by SlimGPT)."""
+    rows = []
+    for layer in model.model.layers:
+        w = layer.self_attn.o_proj.weight
+        rows.append((w.reshape(w.shape[0], n_heads, -1) != 0).any(dim=2).any(dim=0).cpu())
+    return torch.stack(rows)
+
+
 @contextmanager
 def compensate(model, comps: dict[int, HeadCompensation]):
     """Attach `comps` (layer -> module) as `self_attn.restorelcc` and add their vectors before o_proj; always undone."""
@@ -284,7 +294,8 @@ class RestoreLccRecovery(Recovery):
         rows = list(load_rows(cfg.data))
         probe = probe_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id)
         n_heads = model.config.num_attention_heads
-        selected = select_heads(probe["val_acc"], cfg.top_heads)
+        live = live_heads(model, n_heads)
+        selected = select_heads(probe["val_acc"], cfg.top_heads, live)
         by_layer: dict[int, list[int]] = {}
         for flat in sorted(selected):
             by_layer.setdefault(flat // n_heads, []).append(flat % n_heads)
@@ -297,7 +308,7 @@ class RestoreLccRecovery(Recovery):
                          **json.loads(probe["meta"]), "val_acc_mean": float(acc.mean()),
                          "val_acc_selected_min": float(acc.flatten()[selected].min()),
                          "val_acc_max": float(acc.max())},
-               "heads_selected": len(selected), "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
+               "heads_live": int(live.sum()), "heads_selected": len(selected), "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
         frozen = {p: p.requires_grad for p in model.parameters()}
         for p in frozen:
             p.requires_grad_(False)
