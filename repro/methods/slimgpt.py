@@ -208,9 +208,9 @@ class SlimGPTCallback(ApplyTargets):
 
 def _check_heads_survive(run, top: float) -> None:
     """Before loading, when the architecture is known: the largest layer ratio must leave a head group."""
-    from repro.models.loading import known_model_config
+    from repro.models.loading import known_config
 
-    arch = known_model_config(run.model)
+    arch = known_config(run.model)
     if not arch or "num_attention_heads" not in arch:
         return                            # known only after loading: SlimGPTCallback.on_group checks it then
     groups = arch.get("num_key_value_heads") or arch["num_attention_heads"]

@@ -77,16 +77,6 @@ def resolve_gguf(cfg: ModelConfig) -> Optional[Tuple[Path, str]]:
     return None
 
 
-def known_model_config(cfg: ModelConfig) -> Optional[dict]:
-    """The architecture config when it is known without loading weights (random_init, a local config.json, or the
-    converted GGUF's cached config.json); None otherwise (a hub id, a GGUF not converted yet)."""
-    if cfg.random_init is not None:
-        return dict(cfg.random_init)
-    gguf = resolve_gguf(cfg)
-    path = _gguf_cache_dir(*gguf) / "config.json" if gguf is not None else Path(cfg.path).expanduser() / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def check_model_source(cfg: ModelConfig) -> None:
     """Fail fast (before any loading) on a missing local path, a hub id while offline, or an architecture the
     adapters do not know (read from the config alone: random_init, config.json, or the GGUF header)."""

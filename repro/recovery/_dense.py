@@ -1,8 +1,8 @@
 """Helpers shared by the training-free compensations (EoRA, FLAP) and LoFiT's preflight.
 
-- `known_config(model_cfg)`: the model's HF config as a dict when it is known without loading weights (random_init,
-  a local `config.json`, the cached conversion of a GGUF), else None. Preflight checks of ranks and head counts use
-  it; when it is unknown the same check runs again after loading (`shape_of`).
+- `known_config(model_cfg)` (from repro.models.loading): the model's HF config when known without loading weights.
+  Preflight checks of ranks and head counts use it; when it is unknown the same check runs again after loading
+  (`shape_of`).
 - `dense_weights(run, names)`: the dense weights of the named linears (given as {name: module}, their shapes must
   match: a structurally pruned model has no per-weight error, a ConfigError). The run prunes its model in place (or loads
   a stored prune, repro/store.py), so the dense reference is reloaded from the model source (`load_model` with the
@@ -18,18 +18,7 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
-
-def known_config(model_cfg) -> Optional[dict]:
-    if model_cfg.random_init is not None:
-        return dict(model_cfg.random_init)
-    from repro.models.loading import _gguf_cache_dir, resolve_gguf
-
-    gguf = resolve_gguf(model_cfg)
-    path = _gguf_cache_dir(*gguf) / "config.json" if gguf is not None else Path(model_cfg.path).expanduser() / "config.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+from repro.models.loading import known_config  # noqa: F401  (re-exported for eora/lofit)
 
 
 def shape_of(config: dict) -> dict:

@@ -107,16 +107,9 @@ class RestoreLccConfig(MethodConfig):
 def known_architecture(model_cfg) -> dict | None:
     """model_type / layers / heads / head_dim when readable without loading weights (random_init, config.json, a
     converted GGUF's cached config.json); None otherwise (then checked after loading, before any heavy work)."""
-    from repro.models.loading import _gguf_cache_dir, resolve_gguf
+    from repro.models.loading import known_config
 
-    spec = None
-    if model_cfg.random_init is not None:
-        spec = dict(model_cfg.random_init)
-    else:
-        gguf = resolve_gguf(model_cfg)
-        cfg_json = (_gguf_cache_dir(*gguf) if gguf else Path(model_cfg.path).expanduser()) / "config.json"
-        if cfg_json.is_file():
-            spec = json.loads(cfg_json.read_text())
+    spec = known_config(model_cfg)
     if spec is None or "num_attention_heads" not in spec:
         return None
     heads = spec["num_attention_heads"]
