@@ -30,9 +30,11 @@ def markdown(fr: dict) -> str:
 
 
 def figures(fr: dict) -> list:
-    """[(title, Figure)]: one per two-objective setting, every method's models and its front (step line)."""
+    """[(title, Figure)]: one per two-objective setting, every method's models and its front (step line), log-log axes,
+    dashed lines at the hypervolume reference point."""
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     figs = []
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -52,6 +54,15 @@ def figures(fr: dict) -> list:
             front = sorted((e["points"][j] for j in e["front"]), key=lambda p: p[0])
             if len(front) > 1:
                 ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=color, lw=1.2)
+        ref = next((e["reference"] for e in methods.values() if e.get("reference")), None)
+        if ref:                                    # the hypervolume box: models beyond it add nothing
+            ax.axvline(ref[0], color="0.5", ls="--", lw=0.8)
+            ax.axhline(ref[1], color="0.5", ls="--", lw=0.8, label="HV reference point")
+        for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+            scale("log")                           # perplexities span orders of magnitude (magnitude vs dense)
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{domains[0]} perplexity")
         ax.set_ylabel(f"{domains[1]} perplexity")
         ax.set_title(label, fontsize=9)
