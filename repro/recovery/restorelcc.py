@@ -32,6 +32,7 @@ offline stand-in for SBERT; LLaMA-architecture models only (model_type llama).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from torch import nn
 
 from repro.config import ConfigError, check_choice, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data, load_rows
+from repro.data.tasks import TASKS as TASK_DATA
 from repro.methods.base import MethodConfig
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected, select_heads
@@ -52,7 +54,8 @@ from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
 
 log = logging.getLogger(__name__)
-TASKS = ("alpaca",)            # label mappings built; boolq/rte/arc_easy/arc_challenge: not yet
+TASKS = ("alpaca",) + tuple(TASK_DATA)     # alpaca = general recovery (recovery.data); the others: repro/data/tasks.py
+LABEL_SWAP = ("boolq", "rte")              # two fixed answers: the negative is the other one (no similarity model)
 ARCHS = ("llama",)
 
 
@@ -70,7 +73,8 @@ def _data() -> InstructDataConfig:
 @dataclass
 class RestoreLccConfig(MethodConfig):
     name: str = "restorelcc"
-    task: str = "alpaca"                  # --spec_task
+    task: str = "alpaca"                  # --spec_task: alpaca | boolq | rte | arc_easy | arc_challenge
+    task_samples: int = 200               # --num_train_samples for a task ([SEED]: 200 BoolQ samples)
     top_heads: Any = 256                  # --use_topk_heads (count) or a fraction of all heads
     k: int = 10                           # components of the probe's lost component (code k=10; paper K=1)
     negatives: str = "sbert"              # sbert (paper) | lexical (offline stand-in)
@@ -89,6 +93,10 @@ class RestoreLccConfig(MethodConfig):
 
     def __post_init__(self):
         check_choice("recovery.task", self.task, TASKS)
+        check_range("recovery.task_samples", self.task_samples, lo=4)   # the 70/30 pair split needs a few pairs
+        if self.data.task is not None:
+            raise ConfigError("recovery.data.task", self.data.task, "null: RestoreLCC's task is recovery.task "
+                              f"(one of {', '.join(TASKS)})")
         check_choice("recovery.negatives", self.negatives, ("sbert", "lexical"))
         n_selected(self.top_heads, 1 << 30)                  # type / fraction range; the count is checked later
         check_range("recovery.k", self.k, lo=1)
@@ -102,6 +110,14 @@ class RestoreLccConfig(MethodConfig):
         if self.data.format != "alpaca":
             raise ConfigError("recovery.data.format", self.data.format,
                               "'alpaca' (RestoreLCC needs instruction/input/output rows to build probe pairs)")
+
+
+def train_data(cfg: RestoreLccConfig) -> InstructDataConfig:
+    """The rows RestoreLCC probes and trains on: `recovery.data` for alpaca, else `task_samples` rows of the task
+    (repro/data/tasks.py; `data.task_path`, `max_length`, `seed`, `rows`, `val_fraction` still apply)."""
+    if cfg.task == "alpaca":
+        return cfg.data
+    return dataclasses.replace(cfg.data, task=cfg.task, subset=cfg.task_samples)
 
 
 def known_architecture(model_cfg) -> dict | None:
@@ -131,7 +147,7 @@ def check_negatives(cfg: RestoreLccConfig) -> None:
 
     from repro.models.loading import is_offline
 
-    if cfg.negatives != "sbert":
+    if cfg.negatives != "sbert" or cfg.task in LABEL_SWAP:
         return
     if importlib.util.find_spec("sentence_transformers") is None:
         raise ConfigError("recovery.negatives", "sbert", "'lexical' (offline stand-in), or install "
@@ -246,7 +262,7 @@ def _load_comps(path: Path) -> dict[int, dict[int, torch.Tensor]]:
 class RestoreLccRecovery(Recovery):
     def check(self, run) -> None:
         super().check(run)
-        check_instruction_data(self.cfg.data)
+        check_instruction_data(train_data(self.cfg))
         check_negatives(self.cfg)
         arch = known_architecture(run.model)
         if arch is not None:
@@ -262,7 +278,7 @@ class RestoreLccRecovery(Recovery):
         check_architecture({"model_type": mc.model_type, "layers": n_layers, "heads": n_heads, "head_dim": head_dim},
                            cfg)
         comp_file, train_file = workdir / "compensation.safetensors", workdir / "training.json"
-        report = {"method": "restorelcc", "data": describe(cfg.data), "heads_total": n_layers * n_heads,
+        report = {"method": "restorelcc", "task": cfg.task, "data": describe(train_data(cfg)), "heads_total": n_layers * n_heads,
                   "compensation": str(comp_file)}
         if comp_file.is_file() and train_file.is_file():
             log.info("restorelcc: reusing the learned compensation %s", comp_file)
@@ -284,7 +300,8 @@ class RestoreLccRecovery(Recovery):
 
     def _learn(self, model, tokenizer, run, prune_id: str, workdir: Path, comp_file: Path) -> tuple:
         cfg = self.cfg
-        rows = list(load_rows(cfg.data))
+        data = train_data(cfg)
+        rows = list(load_rows(data))
         probe = probe_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id)
         n_heads = model.config.num_attention_heads
         live = live_heads(model, n_heads)
@@ -305,7 +322,7 @@ class RestoreLccRecovery(Recovery):
         frozen = {p: p.requires_grad for p in model.parameters()}
         for p in frozen:
             p.requires_grad_(False)
-        train, val = load_instruction_data(cfg.data, tokenizer)
+        train, val = load_instruction_data(data, tokenizer)
         if len(train) == 0:
             raise ConfigError("recovery.data.max_length", cfg.data.max_length,
                               "enough tokens for a prompt and part of its response (every row was truncated away)")
