@@ -17,6 +17,13 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
    zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
 
+Task-specific recovery (paper Table 3): `task` = boolq | rte | arc_easy | arc_challenge trains and probes on
+`task_samples` (200: [SEED] "200 BoolQ samples") rows of that task's training split (repro/data/tasks.py: lm-eval's
+prompt ending "\nAnswer:", completion = the gold answer " yes"/" no", " True"/" False" or " " + the choice text,
+loss on the completion only, as the reference's response template "\nAnswer:"); probe negatives swap the label
+(BoolQ/RTE) or take the most similar other choice (ARC; `negatives` sbert/lexical as for Alpaca). `task: alpaca`
+is the general recovery on `data`. Offline: synthetic stand-in rows (env=offline `data.task_path`).
+
 Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, beta, b, c)
 and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
 The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
@@ -27,8 +34,10 @@ Deviations (also experiments/restorelcc/NOTES.md): activations in the model's dt
 init (reference: global RNG); stable tie order for equal accuracies (reference: torch.topk); head index layer*H + h
 (reference: layer*L + h, wrong when L != H); the compensation parameters are fp32 with bf16 autocast on GPU
 (reference: bf16 parameters); no `[PAD]` token is added (the reference adds one and resizes the embeddings); no
-`set_detect_anomaly`; only task=alpaca (BoolQ/RTE/ARC task-specific recovery not built); negatives=lexical is an
-offline stand-in for SBERT; LLaMA-architecture models only (model_type llama).
+`set_detect_anomaly`; negatives=lexical is an offline stand-in for SBERT; LLaMA-architecture models only (model_type
+llama). Tasks: the reference's task files are not shipped, so its prompts are taken as lm-eval's (its targets and
+response template match them), drawn as a seeded subset of the hub's train split; ARC's negative excludes the gold
+choice by its index (the reference's index -1 quirk, when the gold text is not among the choices, cannot occur).
 """
 from __future__ import annotations
 
