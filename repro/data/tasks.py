@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from repro.config import ConfigError
+from repro.data.instruct import LOCAL_SUFFIXES, _first_row
 from repro.data.sources import ASSETS
 
 STANDIN_DIR = ASSETS / "task_standins"
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,7 @@ def check_task_data(task: str, path: Optional[str], field: str) -> None:
     if not p.is_file() or p.suffix not in LOCAL_SUFFIXES:
         raise ConfigError(field, path, f"a .json/.jsonl/.parquet file in the {TASKS[task].hub} schema, or a "
                           f"directory holding {task}.jsonl (null = the hub dataset)")
-    if p.suffix == ".parquet":
-        return
-    text = p.read_text()
-    first = json.loads(text.splitlines()[0]) if p.suffix == ".jsonl" else json.loads(text)[0]
+    first = _first_row(p)
     missing = [f for f in TASKS[task].fields if f not in first]
     if missing:
         raise ConfigError(field, path, f"{task} rows with the fields {list(TASKS[task].fields)} "
