@@ -9,7 +9,9 @@ Re-expressed from zijian678/restorelcc@b1a8e09 utils/components.py (`obtain_act`
    the most similar OTHER row among ALL loaded rows (hard negative), then the first `probe_samples` rows only
    (reference: negatives over the 2000 rows, probing on the first 1000). Similarity: `negatives=sbert` encodes the
    responses with sentence-transformers (`sbert_model`, the paper's all-MiniLM-L6-v2); `negatives=lexical` (offline
-   stand-in, NOT the paper's) uses bag-of-words cosine.
+   stand-in, NOT the paper's) uses bag-of-words cosine. Task rows (`recovery.task`, repro/data/tasks.py): r+ = the
+   gold answer, r- = the other answer for BoolQ/RTE (label swap, `construct_boolq`/`construct_rte`) or the most
+   similar other choice of the same row for ARC (`construct_arc`; same similarity options), `choice_negatives`.
 2. Activations (`capture_texts`): each head's slice of the o_proj INPUT at the last token, via forward pre-hooks
    owned by a context manager (removed in `finally`; the reference uses pyvene). Pruned model (the run's, in
    memory) on q; dense model (reloaded with `repro.models.loading.load_model(cfg.model, seed=cfg.seed)`, the same
