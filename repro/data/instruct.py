@@ -20,6 +20,12 @@ Rows: `rows="a:b"` takes rows [a, b) of the split in its original order (LoSA's 
 subset) and `val_fraction` splits them (RestoreLCC's 7:3 train/validation split). `path` is a hub dataset id or a
 local .json/.jsonl/.parquet file.
 
+Task rows (`task`: boolq | rte | arc_easy | arc_challenge; RestoreLCC Table 3's task-specific recovery, and any other
+recovery that sets it): the task's training split from `repro.data.tasks` (lm-eval's prompt, completion = the gold
+answer choice, e.g. " yes"), loss on the completion only (format=alpaca); `task_path` = a local file or directory
+of `<task>.jsonl` in the hub schema (null = the hub dataset); `path` and the templates are not used. `rows` and
+`subset` apply to the task rows.
+
 Offline stand-in: `STANDIN` (repro/assets/instruct-standin.jsonl) is built by `python -m repro.data.instruct` from
 the bundled WikiText-2 test *tail* (the calibration slice, disjoint from the bundled evaluation slice): each row asks
 the model to continue a passage. It has the `text`, `instruction`, `input`, `output` fields of alpaca-gpt4, so both
@@ -61,9 +67,18 @@ class InstructDataConfig:
     max_length: int = 1024               # truncation in tokens (LoSA: 1024; RestoreLCC: 500)
     append_eos: bool = True              # LoSA's tokenizer adds EOS (add_eos_token=True)
     eos_in_loss: bool = False            # LoSA: pad = eos, so the collator masks the EOS label
+    task: Optional[str] = None           # boolq | rte | arc_easy | arc_challenge (repro/data/tasks.py); None = `path`
+    task_path: Optional[str] = None      # a task's local file or a directory of <task>.jsonl; None = the hub
 
     def __post_init__(self):
+        from repro.data.tasks import TASKS
+
         check_choice("recovery.data.format", self.format, ("text", "alpaca"))
+        if self.task is not None:
+            check_choice("recovery.data.task", self.task, tuple(TASKS))
+            if self.format != "alpaca":
+                raise ConfigError("recovery.data.format", self.format,
+                                  f"'alpaca' (completion-only loss) for the task rows of recovery.data.task={self.task}")
         check_range("recovery.data.max_length", self.max_length, lo=2)
         check_range("recovery.data.val_fraction", self.val_fraction, lo=0.0, hi=1.0, hi_open=True)
         if self.subset is not None:
@@ -89,11 +104,16 @@ def _is_local(path: str) -> bool:
 
 
 def _needed_fields(cfg: InstructDataConfig) -> tuple:
+    if cfg.task is not None:
+        return ("prompt", "completion")
     return (cfg.text_field,) if cfg.format == "text" else ("instruction", "input", "output")
 
 
 def check_instruction_data(cfg: InstructDataConfig, field: str = "recovery.data.path") -> None:
     """Preflight: a local file must exist, have a known suffix and the fields the format reads (first row)."""
+    if cfg.task is not None:
+        from repro.data.tasks import check_task_data
+        return check_task_data(cfg.task, cfg.task_path, field.rsplit(".", 1)[0] + ".task_path")
     if not _is_local(cfg.path):
         return                                     # a hub id: checked when it is downloaded
     p = Path(cfg.path).expanduser()
@@ -124,7 +144,10 @@ def load_rows(cfg: InstructDataConfig, rows: Optional[str] = None):
     import datasets
 
     rows = rows if rows is not None else cfg.rows
-    if _is_local(cfg.path):
+    if cfg.task is not None:
+        from repro.data.tasks import load_task_rows
+        ds = load_task_rows(cfg.task, cfg.task_path, cfg.split)
+    elif _is_local(cfg.path):
         kind = "parquet" if cfg.path.endswith(".parquet") else "json"
         ds = datasets.load_dataset(kind, data_files={"train": str(Path(cfg.path).expanduser())}, split="train")
     else:
@@ -136,7 +159,8 @@ def load_rows(cfg: InstructDataConfig, rows: Optional[str] = None):
     if rows is not None:
         a, b = parse_rows(rows)
         if b > len(ds):
-            raise ConfigError("recovery.data.rows", rows, f"a range inside the {len(ds)} rows of {cfg.path}")
+            raise ConfigError("recovery.data.rows", rows, f"a range inside the {len(ds)} rows of "
+                              f"{cfg.path if cfg.task is None else cfg.task + ' ' + str(cfg.task_path or 'hub')}")
         ds = ds.select(range(a, b))
     if cfg.subset is not None:
         ds = ds.shuffle(seed=cfg.seed).select(range(min(cfg.subset, len(ds))))
@@ -144,9 +168,17 @@ def load_rows(cfg: InstructDataConfig, rows: Optional[str] = None):
 
 
 def format_prompt(row: dict, cfg: InstructDataConfig) -> str:
-    """format=alpaca: the prompt of a row (`prompt_template`, or `prompt_template_no_input` for an empty input)."""
+    """format=alpaca: the prompt of a row (`prompt_template`, or `prompt_template_no_input` for an empty input;
+    a task row's own `prompt`)."""
+    if cfg.task is not None:
+        return row["prompt"]
     template = cfg.prompt_template if str(row.get("input") or "").strip() else cfg.prompt_template_no_input
     return template.format(instruction=row["instruction"], input=row.get("input") or "")
+
+
+def completion(row: dict, cfg: InstructDataConfig) -> str:
+    """format=alpaca: the trained completion of a row (" " + output; a task row's gold choice, e.g. " yes")."""
+    return row["completion"] if cfg.task is not None else " " + row["output"]
 
 
 def tokenize_example(row: dict, cfg: InstructDataConfig, tokenizer) -> dict:
@@ -161,7 +193,7 @@ def tokenize_example(row: dict, cfg: InstructDataConfig, tokenizer) -> dict:
             labels = labels + [eos if cfg.eos_in_loss else -100]
     else:
         p_ids = tokenizer(format_prompt(row, cfg), add_special_tokens=True)["input_ids"]
-        c_ids = tokenizer(" " + row["output"], add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(completion(row, cfg), add_special_tokens=False)["input_ids"]
         ids = (p_ids + c_ids)[:cfg.max_length]
         labels = ([-100] * len(p_ids) + c_ids)[:cfg.max_length]
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
@@ -185,6 +217,10 @@ def describe(cfg: InstructDataConfig, rows: Optional[str] = None) -> dict:
     out = {"kind": "local" if local else "hub", "path": cfg.path, "format": cfg.format,
            "rows": rows if rows is not None else cfg.rows, "subset": cfg.subset, "val_fraction": cfg.val_fraction,
            "max_length": cfg.max_length}
+    if cfg.task is not None:
+        from repro.data.tasks import describe_task
+        out.update({"kind": "task", "path": None, **describe_task(cfg.task, cfg.task_path)})
+        return out
     if local and Path(cfg.path).expanduser().resolve() == STANDIN.resolve():
         out["standin"] = "offline stand-in built from the bundled WikiText-2 tail; not the papers' data"
     return out

@@ -9,7 +9,9 @@ Re-expressed from zijian678/restorelcc@b1a8e09 utils/components.py (`obtain_act`
    the most similar OTHER row among ALL loaded rows (hard negative), then the first `probe_samples` rows only
    (reference: negatives over the 2000 rows, probing on the first 1000). Similarity: `negatives=sbert` encodes the
    responses with sentence-transformers (`sbert_model`, the paper's all-MiniLM-L6-v2); `negatives=lexical` (offline
-   stand-in, NOT the paper's) uses bag-of-words cosine.
+   stand-in, NOT the paper's) uses bag-of-words cosine. Task rows (`recovery.task`, repro/data/tasks.py): r+ = the
+   gold answer, r- = the other answer for BoolQ/RTE (label swap, `construct_boolq`/`construct_rte`) or the most
+   similar other choice of the same row for ARC (`construct_arc`; same similarity options), `choice_negatives`.
 2. Activations (`capture_texts`): each head's slice of the o_proj INPUT at the last token, via forward pre-hooks
    owned by a context manager (removed in `finally`; the reference uses pyvene). Pruned model (the run's, in
    memory) on q; dense model (reloaded with `repro.models.loading.load_model(cfg.model, seed=cfg.seed)`, the same
@@ -102,27 +104,53 @@ def response_embeddings(responses: list[str], cfg) -> torch.Tensor:
     return word_counts(responses)
 
 
+def choice_negatives(rows, cfg) -> list[str]:
+    """Per task row, the answer choice that makes its negative: the other one of two (BoolQ/RTE label swap,
+    components.py `construct_boolq`/`construct_rte`), else the most similar OTHER choice of the row (ARC,
+    `construct_arc`: SBERT cosine; lexical offline)."""
+    if all(len(r["choices"]) == 2 for r in rows):
+        return [r["choices"][1 - r["gold"]] for r in rows]
+    flat = [c for r in rows for c in r["choices"]]
+    emb, out, s = response_embeddings(flat, cfg), [], 0
+    for r in rows:
+        n = len(r["choices"])
+        out.append(r["choices"][int(hard_negatives(emb[s:s + n])[r["gold"]])])
+        s += n
+    return out
+
+
 def probe_pairs(rows, cfg) -> tuple[list[str], list[str], list[str], dict]:
     """(prompts, positive texts, negative texts, report) of the first `probe_samples` rows."""
-    from repro.data.instruct import format_prompt
+    from repro.data.instruct import completion, format_prompt
+    from repro.recovery.restorelcc import train_data
 
-    prompts = [format_prompt(r, cfg.data) for r in rows]
-    responses = [" " + r["output"] for r in rows]
-    neg = hard_negatives(response_embeddings(responses, cfg)).tolist()
+    data = train_data(cfg)
+    prompts = [format_prompt(r, data) for r in rows]
+    responses = [completion(r, data) for r in rows]
+    if data.task is None:
+        rule = "the most similar other response"
+        negatives = [responses[j] for j in hard_negatives(response_embeddings(responses, cfg)).tolist()]
+    else:
+        rule = "label swap" if all(len(r["choices"]) == 2 for r in rows) else "the most similar other choice"
+        negatives = choice_negatives(rows, cfg)
     n = min(cfg.probe_samples, len(rows))
     pos_t = [prompts[i] + responses[i] for i in range(n)]
-    neg_t = [prompts[i] + responses[neg[i]] for i in range(n)]
-    report = {"negatives": cfg.negatives, "pool": len(rows), "pairs": n}
-    if cfg.negatives == "sbert":
-        report["sbert_model"] = cfg.sbert_model
-    else:
-        report["standin"] = "bag-of-words cosine hard negatives: NOT the paper's SBERT all-MiniLM-L6-v2"
+    neg_t = [prompts[i] + negatives[i] for i in range(n)]
+    report = {"task": cfg.task, "negative_rule": rule, "pool": len(rows), "pairs": n}
+    if rule != "label swap":
+        report["negatives"] = cfg.negatives
+        if cfg.negatives == "sbert":
+            report["sbert_model"] = cfg.sbert_model
+        else:
+            report["standin"] = "bag-of-words cosine hard negatives: NOT the paper's SBERT all-MiniLM-L6-v2"
     return prompts[:n], pos_t, neg_t, report
 
 
 def probe_key(prune_id: str, cfg) -> str:
     """Cache key: the pruned model's identity + every setting that changes the probes (not top_heads/training)."""
-    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": asdict(cfg.data), "task": cfg.task,
+    from repro.recovery.restorelcc import train_data
+
+    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": asdict(train_data(cfg)), "task": cfg.task,
               "k": cfg.k, "negatives": cfg.negatives,
               "sbert_model": cfg.sbert_model if cfg.negatives == "sbert" else None,
               **{f: getattr(cfg, f) for f in ("probe_samples", "probe_max_length", "probe_epochs", "probe_lr",

@@ -17,6 +17,13 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
    zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
 
+Task-specific recovery (paper Table 3): `task` = boolq | rte | arc_easy | arc_challenge trains and probes on
+`task_samples` (200: [SEED] "200 BoolQ samples") rows of that task's training split (repro/data/tasks.py: lm-eval's
+prompt ending "\nAnswer:", completion = the gold answer " yes"/" no", " True"/" False" or " " + the choice text,
+loss on the completion only, as the reference's response template "\nAnswer:"); probe negatives swap the label
+(BoolQ/RTE) or take the most similar other choice (ARC; `negatives` sbert/lexical as for Alpaca). `task: alpaca`
+is the general recovery on `data`. Offline: synthetic stand-in rows (env=offline `data.task_path`).
+
 Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, beta, b, c)
 and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
 The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
@@ -27,11 +34,14 @@ Deviations (also experiments/restorelcc/NOTES.md): activations in the model's dt
 init (reference: global RNG); stable tie order for equal accuracies (reference: torch.topk); head index layer*H + h
 (reference: layer*L + h, wrong when L != H); the compensation parameters are fp32 with bf16 autocast on GPU
 (reference: bf16 parameters); no `[PAD]` token is added (the reference adds one and resizes the embeddings); no
-`set_detect_anomaly`; only task=alpaca (BoolQ/RTE/ARC task-specific recovery not built); negatives=lexical is an
-offline stand-in for SBERT; LLaMA-architecture models only (model_type llama).
+`set_detect_anomaly`; negatives=lexical is an offline stand-in for SBERT; LLaMA-architecture models only (model_type
+llama). Tasks: the reference's task files are not shipped, so its prompts are taken as lm-eval's (its targets and
+response template match them), drawn as a seeded subset of the hub's train split; ARC's negative excludes the gold
+choice by its index (the reference's index -1 quirk, when the gold text is not among the choices, cannot occur).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from contextlib import contextmanager
@@ -44,6 +54,7 @@ from torch import nn
 
 from repro.config import ConfigError, check_choice, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data, load_rows
+from repro.data.tasks import TASKS as TASK_DATA
 from repro.methods.base import MethodConfig
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected, select_heads
@@ -52,7 +63,8 @@ from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
 
 log = logging.getLogger(__name__)
-TASKS = ("alpaca",)            # label mappings built; boolq/rte/arc_easy/arc_challenge: not yet
+TASKS = ("alpaca",) + tuple(TASK_DATA)     # alpaca = general recovery (recovery.data); the others: repro/data/tasks.py
+LABEL_SWAP = ("boolq", "rte")              # two fixed answers: the negative is the other one (no similarity model)
 ARCHS = ("llama",)
 
 
@@ -70,7 +82,8 @@ def _data() -> InstructDataConfig:
 @dataclass
 class RestoreLccConfig(MethodConfig):
     name: str = "restorelcc"
-    task: str = "alpaca"                  # --spec_task
+    task: str = "alpaca"                  # --spec_task: alpaca | boolq | rte | arc_easy | arc_challenge
+    task_samples: int = 200               # --num_train_samples for a task ([SEED]: 200 BoolQ samples)
     top_heads: Any = 256                  # --use_topk_heads (count) or a fraction of all heads
     k: int = 10                           # components of the probe's lost component (code k=10; paper K=1)
     negatives: str = "sbert"              # sbert (paper) | lexical (offline stand-in)
@@ -89,6 +102,10 @@ class RestoreLccConfig(MethodConfig):
 
     def __post_init__(self):
         check_choice("recovery.task", self.task, TASKS)
+        check_range("recovery.task_samples", self.task_samples, lo=4)   # the 70/30 pair split needs a few pairs
+        if self.data.task is not None:
+            raise ConfigError("recovery.data.task", self.data.task, "null: RestoreLCC's task is recovery.task "
+                              f"(one of {', '.join(TASKS)})")
         check_choice("recovery.negatives", self.negatives, ("sbert", "lexical"))
         n_selected(self.top_heads, 1 << 30)                  # type / fraction range; the count is checked later
         check_range("recovery.k", self.k, lo=1)
@@ -102,6 +119,14 @@ class RestoreLccConfig(MethodConfig):
         if self.data.format != "alpaca":
             raise ConfigError("recovery.data.format", self.data.format,
                               "'alpaca' (RestoreLCC needs instruction/input/output rows to build probe pairs)")
+
+
+def train_data(cfg: RestoreLccConfig) -> InstructDataConfig:
+    """The rows RestoreLCC probes and trains on: `recovery.data` for alpaca, else `task_samples` rows of the task
+    (repro/data/tasks.py; `data.task_path`, `max_length`, `seed`, `rows`, `val_fraction` still apply)."""
+    if cfg.task == "alpaca":
+        return cfg.data
+    return dataclasses.replace(cfg.data, task=cfg.task, subset=cfg.task_samples)
 
 
 def known_architecture(model_cfg) -> dict | None:
@@ -131,7 +156,7 @@ def check_negatives(cfg: RestoreLccConfig) -> None:
 
     from repro.models.loading import is_offline
 
-    if cfg.negatives != "sbert":
+    if cfg.negatives != "sbert" or cfg.task in LABEL_SWAP:
         return
     if importlib.util.find_spec("sentence_transformers") is None:
         raise ConfigError("recovery.negatives", "sbert", "'lexical' (offline stand-in), or install "
@@ -246,7 +271,7 @@ def _load_comps(path: Path) -> dict[int, dict[int, torch.Tensor]]:
 class RestoreLccRecovery(Recovery):
     def check(self, run) -> None:
         super().check(run)
-        check_instruction_data(self.cfg.data)
+        check_instruction_data(train_data(self.cfg))
         check_negatives(self.cfg)
         arch = known_architecture(run.model)
         if arch is not None:
@@ -262,7 +287,7 @@ class RestoreLccRecovery(Recovery):
         check_architecture({"model_type": mc.model_type, "layers": n_layers, "heads": n_heads, "head_dim": head_dim},
                            cfg)
         comp_file, train_file = workdir / "compensation.safetensors", workdir / "training.json"
-        report = {"method": "restorelcc", "data": describe(cfg.data), "heads_total": n_layers * n_heads,
+        report = {"method": "restorelcc", "task": cfg.task, "data": describe(train_data(cfg)), "heads_total": n_layers * n_heads,
                   "compensation": str(comp_file)}
         if comp_file.is_file() and train_file.is_file():
             log.info("restorelcc: reusing the learned compensation %s", comp_file)
@@ -284,7 +309,8 @@ class RestoreLccRecovery(Recovery):
 
     def _learn(self, model, tokenizer, run, prune_id: str, workdir: Path, comp_file: Path) -> tuple:
         cfg = self.cfg
-        rows = list(load_rows(cfg.data))
+        data = train_data(cfg)
+        rows = list(load_rows(data))
         probe = probe_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id)
         n_heads = model.config.num_attention_heads
         live = live_heads(model, n_heads)
@@ -305,7 +331,7 @@ class RestoreLccRecovery(Recovery):
         frozen = {p: p.requires_grad for p in model.parameters()}
         for p in frozen:
             p.requires_grad_(False)
-        train, val = load_instruction_data(cfg.data, tokenizer)
+        train, val = load_instruction_data(data, tokenizer)
         if len(train) == 0:
             raise ConfigError("recovery.data.max_length", cfg.data.max_length,
                               "enough tokens for a prompt and part of its response (every row was truncated away)")
