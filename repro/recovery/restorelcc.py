@@ -236,7 +236,7 @@ def _save_comps(path: Path, comps: dict[int, HeadCompensation]) -> None:
 
     state = {}
     for i, m in comps.items():
-        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.c": m.comps().detach().cpu().contiguous()})
+        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.c": m.comps().detach().cpu().clone()})
         state.update({f"{i}.{n}": p.detach().cpu().contiguous() for n, p in m.named_parameters()})
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))
