@@ -11,13 +11,18 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    beta, b trained, init N(0, init_std=1e-3)), added to the head's slice of the o_proj input at every token (a
    forward pre-hook owned by `compensate`, removed in `finally`). Trained with repro.recovery.training.fine_tune
    (transformers Trainer), response-only loss (data.format=alpaca), base weights frozen.
+   Table 4's ablation axes (repro/recovery/lcc_select.py): `head_selection` = probe (the method) | random (seeded
+   by `selection_seed`) | mse | kl ([RECON]: mean KL of the softmaxed dense vs pruned head activations; neither
+   MSE nor KL selection is in the reference code) — random/mse/kl train no probe; `compensation` = full | no_bias
+   (c = V^T beta, "w/o b") | bias_only (c = b, "w/o Σβv"). Both are in the record (`recovery.head_selection`,
+   `recovery.compensation`).
 3. Export: c is constant, so it is folded into an o_proj bias b_o = W_O · concat(c) (the paper's inference merge;
    the reference code keeps the runtime add). The linear weights are untouched (their zeros stay exactly), the
    record holds the folded-vs-runtime logit difference. `save_model: true` writes the folded model to
    `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
    zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
 
-Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, beta, b, c)
+Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and beta / b where trained)
 and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
 The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
 top_heads or lr reuses it.
