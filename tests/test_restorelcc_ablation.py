@@ -69,7 +69,7 @@ def test_tiny_ablation_runs_reuse_the_probe_cache(results_dir):
     run = lambda *o: execute(compose_run(*TINY, f"paths.results={results_dir}", *o))["recovery"]   # noqa: E731
     cache = Path(results_dir) / "restorelcc_probe"
     bias_only = run("recovery.head_selection=random", "recovery.compensation=bias_only")
-    assert bias_only["head_selection"] == "random" and bias_only["compensation"] == "bias_only"
+    assert bias_only["head_selection"] == "random" and bias_only["compensation_form"] == "bias_only"
     assert bias_only["trainable_params"] == 4 * 16 and "probe" not in bias_only
     assert not cache.exists()                                      # random + bias only: nothing captured
     probe = run()

@@ -98,7 +98,7 @@ def choose_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: s
     from repro.recovery.lcc_probe import probe_heads
 
     need_dirs = cfg.compensation != "bias_only"
-    report: dict = {"head_selection": cfg.head_selection, "compensation": cfg.compensation}
+    report: dict = {"head_selection": cfg.head_selection, "compensation_form": cfg.compensation}
     if cfg.head_selection == "probe":
         probe = probe_heads(model, tokenizer, rows, cfg, run, cache_root, prune_id)
         acc = probe["val_acc"]
