@@ -14,16 +14,16 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    Table 4's ablation axes (repro/recovery/lcc_select.py): `head_selection` = probe (the method) | random (seeded
    by `selection_seed`) | mse | kl ([RECON]: mean KL of the softmaxed dense vs pruned head activations; neither
    MSE nor KL selection is in the reference code) — random/mse/kl train no probe; `compensation` = full | no_bias
-   (c = V^T beta, "w/o b") | bias_only (c = b, "w/o Σβv"). Both are in the record (`recovery.head_selection`,
-   `recovery.compensation`).
+   (c = V^T beta, "w/o b") | bias_only (c = b, "w/o Σβv"). Both are in the record (config; the report's
+   `head_selection` / `compensation_form`).
 3. Export: c is constant, so it is folded into an o_proj bias b_o = W_O · concat(c) (the paper's inference merge;
    the reference code keeps the runtime add). The linear weights are untouched (their zeros stay exactly), the
    record holds the folded-vs-runtime logit difference. `save_model: true` writes the folded model to
    `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
    zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
 
-Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and beta / b where trained)
-and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
+Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and
+beta / b where trained) and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
 The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
 top_heads or lr reuses it.
 
