@@ -17,7 +17,12 @@
   Adam moments, as separate probes would); returns each head's validation accuracy (threshold 0.5).
 - `select_heads(val_acc, top)`: top-K heads by probing validation accuracy, K a count or a fraction
   (ConfigError `recovery.top_heads` when more heads are asked than exist).
-- `compensation(v, beta, b)`: c = V^T beta + b per head (modeling_llama.py:376-407).
+- `compensation(v, beta, b)`: c = V^T beta + b per head (modeling_llama.py:376-407); beta or b None = that term
+  left out (Table 4's ablations "w/o b" and "w/o Σβv").
+- Table 4's alternative head rankings (not in the reference code; see experiments/restorelcc/NOTES.md):
+  `mse_scores` (mean squared dense-vs-pruned difference of each head's activations), `kl_scores` ([RECON] mean
+  KL(softmax(z_dense) || softmax(z_pruned)) over each head's d_h coordinates), `random_scores` (seeded uniform
+  scores: `select_heads` on them is a seeded random draw of live heads).
 - `fold_bias(w_o, comps, head_dim)`: export of the compensation c_h (one d_h vector per selected head, added to
   that head's slice of the o_proj input) as an o_proj bias b_o = W_O . concat(c); heads not selected get 0.
 """
@@ -98,9 +103,30 @@ def train_probes(pos: torch.Tensor, neg: torch.Tensor, train_idx, val_idx, epoch
         return ((p >= 0.5).float() == y_va).float().mean(dim=1)
 
 
-def compensation(v: torch.Tensor, beta: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """c = V^T beta + b for each head: v (h, d, d), beta and b (h, d) -> (h, d)."""
-    return torch.einsum("hij,hi->hj", v, beta) + b
+def compensation(v, beta, b) -> torch.Tensor:
+    """c = V^T beta + b for each head: v (h, d, d), beta and b (h, d) -> (h, d). beta=None: c = b (bias only);
+    b=None: c = V^T beta (no bias); v is unused when beta is None."""
+    if beta is None:
+        return b
+    c = torch.einsum("hij,hi->hj", v, beta)
+    return c if b is None else c + b
+
+
+def mse_scores(z_dense: torch.Tensor, z_pruned: torch.Tensor) -> torch.Tensor:
+    """(..., ) mean over samples and coordinates of (z_dense - z_pruned)^2; inputs (n, ..., d_h)."""
+    return (z_dense.double() - z_pruned.double()).pow(2).mean(dim=-1).mean(dim=0)
+
+
+def kl_scores(z_dense: torch.Tensor, z_pruned: torch.Tensor) -> torch.Tensor:
+    """(...,) mean over samples of KL(softmax(z_dense) || softmax(z_pruned)), softmax over the last (d_h) axis."""
+    log_p = torch.log_softmax(z_dense.double(), dim=-1)
+    log_q = torch.log_softmax(z_pruned.double(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean(dim=0)
+
+
+def random_scores(shape, seed: int) -> torch.Tensor:
+    """Seeded uniform scores of the given shape: ranking by them draws heads at random (reproducibly)."""
+    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def fold_bias(w_o: torch.Tensor, comps: dict[int, torch.Tensor], head_dim: int) -> torch.Tensor:

@@ -22,7 +22,8 @@ Re-expressed from zijian678/restorelcc@b1a8e09 utils/components.py (`obtain_act`
    (label 1) and [x ; Z_dense(q+r-)] (label 0); pair-preserving 70/30 split (seed 42); validation accuracy.
 4. Cache: `<results>/restorelcc_probe/<key>/probe.pt`, key = SHA-256 of the pruned model's prune id and every
    setting above. The reference's cache key is (base model, task, n) only: it silently reuses one pruned model's
-   heads for another (research note §2.1 step 7); this one does not.
+   heads for another (research note §2.1 step 7); this one does not. Next to it, `stats.pt` (directions, per-head
+   MSE and KL of dense vs pruned prompt activations) for recovery.head_selection=random/mse/kl (lcc_select.py).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from repro.recovery.lcc_math import hard_negatives, lost_basis, pair_split, train_probes, word_counts
+from repro.recovery.lcc_math import (hard_negatives, kl_scores, lost_basis, mse_scores, pair_split, train_probes,
+                                     word_counts)
 
 log = logging.getLogger(__name__)
 PROBE_VERSION = 1
@@ -205,4 +207,7 @@ def probe_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: st
     tmp = path.with_suffix(".tmp")
     torch.save(out, tmp)
     tmp.replace(path)
+    from repro.recovery.lcc_select import save_stats       # recovery.head_selection=mse/kl/random reuse these
+    save_stats(path.parent, {"directions": out["directions"], "mse": mse_scores(z_dense, z_pruned).float(),
+                             "kl": kl_scores(z_dense, z_pruned).float(), "meta": out["meta"]})
     return {**out, "key": key, "path": str(path), "reused": False}

@@ -11,6 +11,11 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    beta, b trained, init N(0, init_std=1e-3)), added to the head's slice of the o_proj input at every token (a
    forward pre-hook owned by `compensate`, removed in `finally`). Trained with repro.recovery.training.fine_tune
    (transformers Trainer), response-only loss (data.format=alpaca), base weights frozen.
+   Table 4's ablation axes (repro/recovery/lcc_select.py): `head_selection` = probe (the method) | random (seeded
+   by `selection_seed`) | mse | kl ([RECON]: mean KL of the softmaxed dense vs pruned head activations; neither
+   MSE nor KL selection is in the reference code) — random/mse/kl train no probe; `compensation` = full | no_bias
+   (c = V^T beta, "w/o b") | bias_only (c = b, "w/o Σβv"). Both are in the record (config; the report's
+   `head_selection` / `compensation_form`).
 3. Export: c is constant, so it is folded into an o_proj bias b_o = W_O · concat(c) (the paper's inference merge;
    the reference code keeps the runtime add). The linear weights are untouched (their zeros stay exactly), the
    record holds the folded-vs-runtime logit difference. `save_model: true` writes the folded model to
@@ -24,8 +29,8 @@ loss on the completion only, as the reference's response template "\nAnswer:"); 
 (BoolQ/RTE) or take the most similar other choice (ARC; `negatives` sbert/lexical as for Alpaca). `task: alpaca`
 is the general recovery on `data`. Offline: synthetic stand-in rows (env=offline `data.task_path`).
 
-Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, beta, b, c)
-and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
+Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and
+beta / b where trained) and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
 The probe is cached separately under `<results>/restorelcc_probe/<key>` (key includes the prune id) so another
 top_heads or lr reuses it.
 
@@ -57,8 +62,9 @@ from repro.data.instruct import InstructDataConfig, check_instruction_data, desc
 from repro.data.tasks import TASKS as TASK_DATA
 from repro.methods.base import MethodConfig
 from repro.recovery.base import Recovery
-from repro.recovery.lcc_math import compensation, fold_bias, n_selected, select_heads
+from repro.recovery.lcc_math import compensation, fold_bias, n_selected
 from repro.recovery.lcc_probe import capture_head_inputs, head_dim_of, o_proj_pre_hooks, probe_heads  # noqa: F401
+from repro.recovery.lcc_select import COMPENSATIONS, SELECTIONS, choose_heads
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
 
@@ -97,6 +103,9 @@ class RestoreLccConfig(MethodConfig):
     capture_batch: int = 8                # ours (reference: one sample at a time)
     init_std: float = 1e-3                # RestoreLCC_train.py:307-319
     save_model: bool = False              # write the folded model to <workdir>/model
+    head_selection: str = "probe"         # Table 4: probe (the method) | random | mse | kl (lcc_select.py)
+    selection_seed: int = 42              # ours: the seed of head_selection=random
+    compensation: str = "full"            # Table 4: full (V^T beta + b) | no_bias (V^T beta) | bias_only (b)
     training: TrainingConfig = field(default_factory=_training)
     data: InstructDataConfig = field(default_factory=_data)
 
@@ -107,6 +116,8 @@ class RestoreLccConfig(MethodConfig):
             raise ConfigError("recovery.data.task", self.data.task, "null: RestoreLCC's task is recovery.task "
                               f"(one of {', '.join(TASKS)})")
         check_choice("recovery.negatives", self.negatives, ("sbert", "lexical"))
+        check_choice("recovery.head_selection", self.head_selection, SELECTIONS)
+        check_choice("recovery.compensation", self.compensation, COMPENSATIONS)
         n_selected(self.top_heads, 1 << 30)                  # type / fraction range; the count is checked later
         check_range("recovery.k", self.k, lo=1)
         check_range("recovery.probe_samples", self.probe_samples, lo=4)
@@ -170,16 +181,19 @@ def check_negatives(cfg: RestoreLccConfig) -> None:
 
 
 class HeadCompensation(nn.Module):
-    """One layer's learned compensation: c_h = V_h^T beta_h + b_h for its selected heads."""
+    """One layer's learned compensation: c_h = V_h^T beta_h + b_h for its selected heads (`form`: full; no_bias
+    drops b, bias_only drops V and beta — those are then None, not parameters)."""
 
-    def __init__(self, heads: list[int], v: torch.Tensor, n_heads: int, std: float, generator: torch.Generator):
+    def __init__(self, heads: list[int], v, n_heads: int, std: float, generator: torch.Generator,
+                 form: str = "full", head_dim: int | None = None):
         super().__init__()
         self.n_heads = n_heads
         self.register_buffer("heads", torch.tensor(heads, dtype=torch.long))
-        self.register_buffer("v", v.float())
-        n, d = v.shape[0], v.shape[1]
-        self.beta = nn.Parameter(torch.randn(n, d, generator=generator) * std)
-        self.b = nn.Parameter(torch.randn(n, d, generator=generator) * std)
+        n, d = len(heads), head_dim if v is None else v.shape[-1]
+        self.register_buffer("v", None if form == "bias_only" else v.float())
+        draw = lambda: nn.Parameter(torch.randn(n, d, generator=generator) * std)   # noqa: E731
+        self.beta = None if form == "bias_only" else draw()
+        self.b = None if form == "no_bias" else draw()
 
     def comps(self) -> torch.Tensor:
         return compensation(self.v, self.beta, self.b)
@@ -252,8 +266,8 @@ def _save_comps(path: Path, comps: dict[int, HeadCompensation]) -> None:
 
     state = {}
     for i, m in comps.items():
-        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.beta": m.beta.detach().cpu().contiguous(),
-                      f"{i}.b": m.b.detach().cpu().contiguous(), f"{i}.c": m.comps().detach().cpu().contiguous()})
+        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.c": m.comps().detach().cpu().clone()})
+        state.update({f"{i}.{n}": p.detach().cpu().contiguous() for n, p in m.named_parameters()})
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp))
     tmp.replace(path)
@@ -311,23 +325,19 @@ class RestoreLccRecovery(Recovery):
         cfg = self.cfg
         data = train_data(cfg)
         rows = list(load_rows(data))
-        probe = probe_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id)
         n_heads = model.config.num_attention_heads
         live = live_heads(model, n_heads)
-        selected = select_heads(probe["val_acc"], cfg.top_heads, live)
+        selected, dirs, how = choose_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id, live)
         by_layer: dict[int, list[int]] = {}
         for flat in sorted(selected):
             by_layer.setdefault(flat // n_heads, []).append(flat % n_heads)
         device = next(model.parameters()).device
         g = torch.Generator().manual_seed(cfg.training.seed)
-        comps = {i: HeadCompensation(hs, probe["directions"][i, hs], n_heads, cfg.init_std, g).to(device)
+        comps = {i: HeadCompensation(hs, None if dirs is None else dirs[i, hs], n_heads, cfg.init_std, g,
+                                     cfg.compensation, head_dim_of(model.config)).to(device)
                  for i, hs in by_layer.items()}
-        acc = probe["val_acc"]
-        out = {"probe": {"key": probe["key"], "path": probe["path"], "reused": probe["reused"],
-                         **json.loads(probe["meta"]), "val_acc_mean": float(acc.mean()),
-                         "val_acc_selected_min": float(acc.flatten()[selected].min()),
-                         "val_acc_max": float(acc.max())},
-               "heads_live": int(live.sum()), "heads_selected": len(selected), "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
+        out = {**how, "heads_live": int(live.sum()), "heads_selected": len(selected),
+               "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
         frozen = {p: p.requires_grad for p in model.parameters()}
         for p in frozen:
             p.requires_grad_(False)
