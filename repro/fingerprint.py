@@ -87,6 +87,10 @@ def input_fingerprints(plain_cfg: dict) -> dict:
     for name, node in (plain_cfg.get("data") or {}).items():
         if isinstance(node, dict) and node.get("local_path"):
             candidates[f"data.{name}.local_path"] = node["local_path"]
+    rdata = (plain_cfg.get("recovery") or {}).get("data") or {}
+    for field in ("path", "task_path"):              # a hub id (tatsu-lab/alpaca) is not local: it stays as written
+        if isinstance(rdata, dict) and rdata.get(field):
+            candidates[f"recovery.data.{field}"] = rdata[field]
     cache = _load_cache()
     known = len(cache)
     out = {k: fp for k, v in candidates.items() if (fp := fingerprint(v, cache)) is not None}

@@ -58,7 +58,7 @@ def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = Tr
               if not (k.startswith("calib.") and (dense or not needs_calib))}
     if inputs:
         cfg["inputs"] = dict(sorted(inputs.items()))
-    for key in NON_IDENTITY_KEYS:
+    for key in (*NON_IDENTITY_KEYS, *inputs):      # a local input counts by its content, not where it lies
         _drop(cfg, key)
     if cfg.get("objectives", 0) is None:     # single-objective runs keep the identities they had before the field
         cfg.pop("objectives")

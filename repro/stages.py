@@ -72,6 +72,13 @@ def prune_fields(fields: dict) -> dict:
     return {**out, "inputs": inputs} if inputs else out
 
 
+def recover_fields(fields: dict, prune_id) -> dict:
+    """What defines a recover stage: the pruned model, the recovery config and the content of its local data."""
+    inputs = {k: v for k, v in fields.get("inputs", {}).items() if k.startswith("recovery.")}
+    out = {"prune_id": prune_id, "recovery": fields.get("recovery")}
+    return {**out, "inputs": inputs} if inputs else out
+
+
 def resolve(cfg) -> Run:
     """Validate (if needed) and resolve a config into its `Run`; pure (reads only input fingerprints)."""
     from repro.prune.pipeline import needs_calibration
@@ -83,8 +90,7 @@ def resolve(cfg) -> Run:
     needs_calib = needs_calibration(cfg)
     fields = identity_fields(cfg, needs_calib, scorer.prunes)
     prune_id = rec.identity_of_fields(prune_fields(fields)) if scorer.prunes else None
-    recover_id = (rec.identity_of_fields({"prune_id": prune_id, "recovery": fields.get("recovery")})
-                  if cfg.recovery.name != "none" else None)
+    recover_id = (rec.identity_of_fields(recover_fields(fields, prune_id)) if cfg.recovery.name != "none" else None)
     return Run(cfg=cfg, scorer=scorer, allocator=method_class("allocation", cfg.allocation.name),
                recovery=recovery, prunes=scorer.prunes, prunes_itself=bool(getattr(recovery, "prunes_itself", False)),
                needs_calibration=needs_calib, fields=fields, prune_id=prune_id, recover_id=recover_id,

@@ -81,3 +81,25 @@ def test_a_corrupt_record_is_reported_and_recomputed(tmp_path, monkeypatch):
     again = execute(compose_cfg(*cfg))
     assert again["status"] == "ok" and again.get("skipped") is None
     assert rec.read_record(path)["status"] == "ok"
+
+
+def test_recovery_data_counts_by_content_not_by_location(tmp_path, monkeypatch):
+    """A fine-tuning file moved (another checkout) keeps the run and recover ids; one changed byte changes both."""
+    from repro.stages import resolve
+
+    monkeypatch.setenv("REPRO_FINGERPRINT_CACHE", str(tmp_path / "fp.json"))
+    rows = b'{"instruction": "Say hi.", "input": "", "output": "Hi."}\n' * 8
+    a, b, c = tmp_path / "a" / "d.jsonl", tmp_path / "b" / "d.jsonl", tmp_path / "c" / "d.jsonl"
+    for p, body in ((a, rows), (b, rows), (c, rows.replace(b"Hi.", b"Ho."))):
+        p.parent.mkdir()
+        p.write_bytes(body)
+
+    def ids(path):
+        run = resolve(compose_cfg("model=tiny-llama", "env=offline", "score=wanda", "recovery=lora",
+                                  f"recovery_budget.data.path={path}"))   # env=offline: the budget sets it
+        assert str(path) not in str(run.fields)          # the location is not part of the identity
+        return run.identity, run.recover_id, run.prune_id
+
+    assert ids(a) == ids(b)
+    changed = ids(c)
+    assert changed[0] != ids(a)[0] and changed[1] != ids(a)[1] and changed[2] == ids(a)[2]

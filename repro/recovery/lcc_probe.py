@@ -152,7 +152,13 @@ def probe_key(prune_id: str, cfg) -> str:
     """Cache key: the pruned model's identity + every setting that changes the probes (not top_heads/training)."""
     from repro.recovery.restorelcc import train_data
 
-    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": asdict(train_data(cfg)), "task": cfg.task,
+    from repro.fingerprint import fingerprint
+
+    data = asdict(train_data(cfg))
+    for name in ("path", "task_path"):        # a local file counts by its content, not by where the checkout lies
+        if data.get(name):
+            data[name] = fingerprint(data[name]) or data[name]
+    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": data, "task": cfg.task,
               "k": cfg.k, "negatives": cfg.negatives,
               "sbert_model": cfg.sbert_model if cfg.negatives == "sbert" else None,
               **{f: getattr(cfg, f) for f in ("probe_samples", "probe_max_length", "probe_epochs", "probe_lr",
