@@ -26,7 +26,7 @@ Deviations:
   experiment files do) to match it.
 - Rows whose count differs from the downstream input width (GQA k/v, e.g. SmolLM2, Mistral) keep uniform rows; the
   reference keeps q/k/v uniform only for Mistral and would fail on other GQA models. For Mistral we also keep q
-  uniform, as the reference.
+  uniform, as the reference (the architecture adapter says so: `ArchAdapter.row_step_uniform`).
 - Candidates whose targets repeat an already evaluated candidate exactly (clamping) reuse its objective.
 - Per-row keeps are computed in float64 (reference: a float32 tensor) — at most ±1 weight on rare rows.
 """
