@@ -74,7 +74,8 @@ def prune(run, record, model, tokenizer, adapter, calib) -> None:
             reused = manifest is not None
             if not reused:
                 changed: set = set()
-                report = prune_model(model, adapter, cfg, calib.ids() if calib is not None else None, changed)
+                report = prune_model(model, adapter, cfg, calib.ids() if calib is not None else None, changed,
+                                     run.run_dir())
                 report["calibration"] = record["protocol"].get("calibration")
                 manifest = store.save(model, adapter, path, report, changed)
             elif manifest["report"].get("calibration") is not None:

@@ -31,7 +31,6 @@ import torch
 from repro.allocation._ratio_maps import check_layer_ratios, first_argmin
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig
-from repro.prune.engine import CalibrationEngine
 from repro.registry import register
 
 log = logging.getLogger(__name__)
@@ -73,11 +72,6 @@ class ATPConfig(MethodConfig):
         check_choice("allocation.search_dataset", self.search_dataset, ("wikitext2", "c4", "ptb"))
 
 
-def _targets(ctx: AllocationContext, per_block: List[float]) -> Dict[str, float]:
-    return {f"{ctx.adapter.block_prefix(i)}.{rel}": per_block[i]
-            for i, block in enumerate(ctx.adapter.blocks(ctx.model)) for rel in ctx.adapter.linears(block)}
-
-
 @register("allocation", "atp", ATPConfig)
 class ATP(Allocator):
     needs_calibration = False            # the search prunes with the scorer, which brings its own need
@@ -95,10 +89,9 @@ class ATP(Allocator):
         check_layer_ratios("allocation.beta", beta, per_block, s, expected)
         ctx.report.update({"beta": beta, "block_sparsity": per_block, "search": searched})
         log.info("ATP β = %.4f, block sparsities %.3f .. %.3f", beta, per_block[0], per_block[-1])
-        return _targets(ctx, per_block)
+        return ctx.adapter.block_targets(ctx.model, per_block)
 
     def _search(self, ctx: AllocationContext, nblocks: int, expected: str):
-        from repro.allocation.lua_llm import _load_tokenizer
         from repro.data.perplexity import load_ppl_stream
         from repro.eval.perplexity import perplexity
         from repro.models.loading import model_seqlen
@@ -110,17 +103,16 @@ class ATP(Allocator):
                               "no search candidate: the step exceeds the largest legal β")
         ppl_cfg, name = ctx.run.eval.ppl, self.cfg.search_dataset
         seqlen = ppl_cfg.seqlen or model_seqlen(ctx.model, ctx.run.model)
-        ids, _ = load_ppl_stream(name, getattr(ctx.run.data, name), _load_tokenizer(ctx.run.model), seqlen)
+        ids, _ = load_ppl_stream(name, getattr(ctx.run.data, name), ctx.tokenizer, seqlen)
         linears = ctx.adapter.all_linears(ctx.model)
         saved = {n: lin.weight.detach().to("cpu", copy=True) for n, lin in linears.items()}
-        calib = ctx.calib_ids if ctx.scorer.needs_calibration else None
         ppls = []
         try:
             for beta in grid:
                 t0 = time.perf_counter()
-                targets = _targets(ctx, atp_sparsities(nblocks, ctx.run.sparsity, beta))
-                CalibrationEngine(ctx.model, ctx.adapter, ctx.run.engine, calib, batch_size=ctx.run.calib.batch_size,
-                                  progress=False).run(ApplyTargets(ctx.scorer, targets, ctx.run.pattern))
+                targets = ctx.adapter.block_targets(ctx.model, atp_sparsities(nblocks, ctx.run.sparsity, beta))
+                ctx.run_pass(ApplyTargets(ctx.scorer, targets, ctx.run.pattern), propagate=None, true_sequential=None,
+                             calibrated=ctx.scorer.needs_calibration, progress=False)    # as the run will prune
                 value, _ = perplexity(ctx.model, ids, seqlen, ppl_cfg.batch_size, ppl_cfg.max_windows,
                                       desc=f"ATP β={beta:g}")
                 ppls.append(value)

@@ -187,5 +187,4 @@ class DSA(Allocator):
                            f"block sparsities s ± λ inside [0, 1) (s = {ctx.run.sparsity})")
         ctx.report.update({"importance": callback.values, "block_sparsity": per_block, "graph": self.cfg.graph})
         log.info("DSA block sparsities: %s", ", ".join(f"{s:.3f}" for s in per_block))
-        return {f"{ctx.adapter.block_prefix(i)}.{rel}": per_block[i]
-                for i, block in enumerate(ctx.adapter.blocks(ctx.model)) for rel in ctx.adapter.linears(block)}
+        return ctx.adapter.block_targets(ctx.model, per_block)

@@ -209,20 +209,6 @@ def _world():
     return 0, 1
 
 
-def _load_tokenizer(model_cfg):
-    from repro.models.loading import _gguf_cache_dir, load_tokenizer, resolve_gguf
-
-    gguf = None if model_cfg.random_init is not None else resolve_gguf(model_cfg)
-    return load_tokenizer(model_cfg, str(_gguf_cache_dir(*gguf)) if gguf is not None else model_cfg.path)
-
-
-def _run_dir(run) -> Path:
-    from repro import record as rec
-    from repro.stages import run_identity
-
-    return rec.run_dir(run.paths.results, run_identity(run))
-
-
 @register("allocation", "lua_llm", LuaLLMConfig)
 class LuaLLM(Allocator):
     needs_calibration = True
@@ -241,7 +227,7 @@ class LuaLLM(Allocator):
                       final_kept_ratio_trained=result.history[-1]["kept_ratio"] if result.history else None,
                       applied_masks_equal_learned=True)       # the targets are the learned masks (step 4)
         if _world()[0] == 0:
-            report["artefacts"] = self._save(run, layers, report, result)
+            report["artefacts"] = self._save(ctx, layers, report, result)
         ctx.report.update(report)
         return targets
 
@@ -295,7 +281,7 @@ class LuaLLM(Allocator):
 
             n = self.cfg.train_windows or self.cfg.iterations * self.cfg.batch_size
             rows = load_rows("wikitext103_train", self.cfg.train_data_path)
-            ids = stream_windows(rows, _load_tokenizer(ctx.run.model), ctx.calib_ids.shape[1], n)
+            ids = stream_windows(rows, ctx.tokenizer, ctx.calib_ids.shape[1], n)
             ctx.report["train_windows_source"] = {"wikitext103_train": describe_source(
                 "wikitext103_train", self.cfg.train_data_path), "windows": int(ids.shape[0])}
             return ids, 0
@@ -306,7 +292,7 @@ class LuaLLM(Allocator):
 
         run = ctx.run
         extra = dataclasses.replace(run.calib, nsamples=run.calib.nsamples + self.cfg.train_windows)
-        ids = load_calibration(extra, _load_tokenizer(run.model), ctx.calib_ids.shape[1]).input_ids
+        ids = load_calibration(extra, ctx.tokenizer, ctx.calib_ids.shape[1]).input_ids
         if not torch.equal(ids[:run.calib.nsamples], ctx.calib_ids.cpu()):
             raise RuntimeError("Lua-LLM: re-sampling the calibration source did not reproduce the calibration "
                                "windows; the training windows would not continue the same sequence")
@@ -360,10 +346,8 @@ class LuaLLM(Allocator):
                  self.cfg.budget, target / total, target)
         return targets, report
 
-    def _save(self, run, layers: List[T.MaskedLayer], report: dict, result: T.TrainResult) -> dict:
-        out = _run_dir(run) / "lua_llm"
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {}
+    def _save(self, ctx: AllocationContext, layers: List[T.MaskedLayer], report: dict, result: T.TrainResult) -> dict:
+        out, paths = ctx.artifact_dir("lua_llm"), {}
         torch.save({l.name: {"learned": l.thresholds.detach().float().cpu(),
                              "final": (l.final_zeros.to(torch.float32) / l.cols),
                              "zeros_per_row": l.final_zeros.to(torch.int32), "in_features": l.cols}
@@ -382,7 +366,7 @@ class LuaLLM(Allocator):
         (out / "history.json").write_text(json.dumps({"history": result.history, "stopped": result.stopped}))
         paths["history"] = str(out / "history.json")
         if self.cfg.plot:
-            paths["plot"] = plot_layer_sparsity(report["layer_sparsity"], run.sparsity, out / "layer_sparsity.png")
+            paths["plot"] = plot_layer_sparsity(report["layer_sparsity"], ctx.run.sparsity, out / "layer_sparsity.png")
         return paths
 
 

@@ -26,13 +26,12 @@ Deviations:
   experiment files do) to match it.
 - Rows whose count differs from the downstream input width (GQA k/v, e.g. SmolLM2, Mistral) keep uniform rows; the
   reference keeps q/k/v uniform only for Mistral and would fail on other GQA models. For Mistral we also keep q
-  uniform, as the reference.
+  uniform, as the reference (the architecture adapter says so: `ArchAdapter.row_step_uniform`).
 - Candidates whose targets repeat an already evaluated candidate exactly (clamping) reuse its objective.
 - Per-row keeps are computed in float64 (reference: a float32 tensor) — at most ±1 weight on rare rows.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ import torch
 from repro.allocation._ratio_maps import first_argmin, linear_ramp_sparsities, neuron_alignment, row_sparsities
 from repro.config import check_choice, check_range
 from repro.methods.base import AllocationContext, Allocator, MethodConfig, Target
-from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.engine import BlockCallback, BlockContext, HookSet
 from repro.prune.pipeline import ApplyTargets
 from repro.registry import register
 
@@ -77,7 +76,10 @@ def block_lambda_grid(sparsity: float) -> List[float]:
 
 
 class _AlignmentPass(BlockCallback):
-    """Prune each block at the candidate targets, measure a^d (stats pass) and a^s (re-forward), restore."""
+    """Prune each block at the candidate targets, measure a^d (stats pass) and a^s (re-forward), restore.
+
+    Used as a context manager around its pass: the a^s hooks and the pruned block's weights are undone on exit even
+    when the pass raises between `on_group` and `after_block`."""
 
     needs_inputs_after_block = False
 
@@ -86,16 +88,31 @@ class _AlignmentPass(BlockCallback):
         self.stats = frozenset(scorer.stats) | {"sq_norm"}
         self.objective = 0.0
         self.alignment: Dict[str, torch.Tensor] = {}
-        self._saved, self._handles, self._sparse_sq, self._dense, self._nseq = {}, [], {}, {}, 0
+        self.hooks = HookSet()
+        self._saved, self._linears, self._sparse_sq, self._dense, self._nseq = {}, {}, {}, {}, 0
+
+    def __enter__(self) -> "_AlignmentPass":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.remove()
+        self._restore()
+
+    def _restore(self) -> None:
+        for rel, lin in self._linears.items():
+            if rel in self._saved:
+                lin.weight.data.copy_(self._saved[rel])
+        self._saved = {}
 
     def on_group(self, ctx: BlockContext) -> None:
         self._dense = {rel: torch.sqrt(ctx.stats[rel]["sq_norm"]).clone() for rel in ctx.linears}
+        self._linears = ctx.linears
         self._saved = {rel: lin.weight.data.clone() for rel, lin in ctx.linears.items()}
         self._nseq = ctx.inputs.nsamples
         self.apply.on_group(ctx)
         self._sparse_sq = {}
         for rel, lin in ctx.linears.items():
-            self._handles.append(lin.register_forward_pre_hook(self._hook(rel)))
+            self.hooks.add_pre(lin, self._hook(rel))
 
     def _hook(self, rel):
         def hook(module, args):
@@ -105,25 +122,19 @@ class _AlignmentPass(BlockCallback):
         return hook
 
     def after_block(self, ctx: BlockContext, outputs) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        for rel, lin in ctx.linears.items():
-            lin.weight.data.copy_(self._saved[rel])
+        self.hooks.remove()
+        self._restore()
+        for rel in ctx.linears:
             dense, sparse = self._dense[rel], torch.sqrt(self._sparse_sq[rel] / self._nseq)
             self.objective += neuron_alignment(dense, sparse)
             self.alignment[ctx.full_name(rel)] = (dense - sparse).cpu()
-        self._saved = {}
 
 
 class _Search:
     """Runs candidate passes on the search set; memoises candidates with identical targets."""
 
     def __init__(self, ctx: AllocationContext, nsamples: int):
-        if ctx.calib_ids is None:
-            raise RuntimeError("allocation=neuronal needs calibration data (calib.name=none was given)")
-        self.ctx, self.ids = ctx, ctx.calib_ids[:nsamples]
-        self.engine_cfg = dataclasses.replace(ctx.run.engine, propagate="pruned", true_sequential=False)
+        self.ctx, self.nsamples = ctx, nsamples
         self.passes, self.seconds, self._memo = 0, 0.0, {}
 
     @staticmethod
@@ -135,37 +146,29 @@ class _Search:
         if key in self._memo:
             return self._memo[key]
         t0 = time.perf_counter()
-        cb = _AlignmentPass(self.ctx.scorer, targets, self.ctx.run.pattern)
-        CalibrationEngine(self.ctx.model, self.ctx.adapter, self.engine_cfg, self.ids,
-                          batch_size=self.ctx.run.calib.batch_size, progress=False).run(cb)
+        with _AlignmentPass(self.ctx.scorer, targets, self.ctx.run.pattern) as cb:
+            self.ctx.run_pass(cb, self.nsamples, propagate="pruned", progress=False)
         self.passes += 1
         self.seconds += time.perf_counter() - t0
         self._memo[key] = (cb.objective, cb.alignment)
         return self._memo[key]
 
 
-def block_targets(ctx: AllocationContext, per_block: List[float]) -> Dict[str, float]:
-    out = {}
-    for i, block in enumerate(ctx.adapter.blocks(ctx.model)):
-        for rel in ctx.adapter.linears(block):
-            out[f"{ctx.adapter.block_prefix(i)}.{rel}"] = per_block[i]
-    return out
-
-
 def downstream_alignment(ctx: AllocationContext, alignment: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """For each linear (all blocks but the last), the alignment of the input channels its rows feed."""
-    adapter, blocks = ctx.adapter, ctx.adapter.blocks(ctx.model)
-    mistral = getattr(ctx.model.config, "model_type", "") == "mistral"
+    adapter = ctx.adapter
+    path, blocks = adapter.blocks_with_path(ctx.model)
+    uniform = adapter.uniform_rows(ctx.model)            # the reference's Mistral q/k/v (ArchAdapter.row_step_uniform)
     out = {}
     for i in range(len(blocks) - 1):
         for rel, lin in adapter.linears(blocks[i]).items():
             target = adapter.downstream.get(rel)
-            if target is None or (mistral and rel.split(".")[-1] in ("q_proj", "k_proj", "v_proj")):
+            if target is None or rel in uniform:
                 continue
             j, target = (i + 1, target[len("next:"):]) if target.startswith("next:") else (i, target)
-            signal = alignment[f"{adapter.block_prefix(j)}.{target}"]
+            signal = alignment[f"{path}.{j}.{target}"]
             if signal.numel() == lin.weight.shape[0]:
-                out[f"{adapter.block_prefix(i)}.{rel}"] = signal
+                out[f"{path}.{i}.{rel}"] = signal
     return out
 
 
@@ -190,15 +193,15 @@ class NeuronAL(Allocator):
         nblocks = len(ctx.adapter.blocks(ctx.model))
         report: dict = {}
         if cfg.step == "row":
-            lam_block, base = 0.0, block_targets(ctx, [s] * nblocks)
+            lam_block, base = 0.0, ctx.adapter.block_targets(ctx.model, [s] * nblocks)
             objective, alignment = search.evaluate(base)
         else:
             grid = cfg.lambdas_block if cfg.lambdas_block is not None else block_lambda_grid(s)
-            results = [search.evaluate(block_targets(ctx, linear_ramp_sparsities(nblocks, s, lam)))
+            results = [search.evaluate(ctx.adapter.block_targets(ctx.model, linear_ramp_sparsities(nblocks, s, lam)))
                        for lam in _progress(grid, "NeuronAL block λ")]
             best = first_argmin([r[0] for r in results])
             lam_block, (objective, alignment) = grid[best], results[best]
-            base = block_targets(ctx, linear_ramp_sparsities(nblocks, s, lam_block))
+            base = ctx.adapter.block_targets(ctx.model, linear_ramp_sparsities(nblocks, s, lam_block))
             report["block_objectives"] = dict(zip(map(str, grid), [r[0] for r in results]))
         report.update({"lambda_block": lam_block, "block_sparsity": linear_ramp_sparsities(nblocks, s, lam_block)})
         targets: Dict[str, Target] = base

@@ -77,8 +77,4 @@ class Owl(Allocator):
         per_block = owl_sparsities(ratios, ctx.run.sparsity, self.cfg.lam, self.cfg.clamp)
         ctx.report.update({"outlier_ratios": ratios, "block_sparsity": per_block})
         log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in per_block))
-        targets = {}
-        for i, block in enumerate(ctx.adapter.blocks(ctx.model)):
-            for rel in ctx.adapter.linears(block):
-                targets[f"{ctx.adapter.block_prefix(i)}.{rel}"] = per_block[i]
-        return targets
+        return ctx.adapter.block_targets(ctx.model, per_block)

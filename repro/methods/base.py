@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Dict, Optional, Union
 
 import torch
@@ -68,19 +70,42 @@ class AllocationContext:
     scorer: Scorer                       # the base method (NeuronAL simulates pruning with it)
     calib_ids: Optional[torch.Tensor]    # calibration tokens [nsamples, seqlen] (None if not loaded)
     report: dict                         # allocators write what they searched/decided here (goes to the record)
+    run_dir: Optional[Path] = None       # the run's folder (results/runs/<identity>); None: derived when asked
 
-    def run_pass(self, callback, nsamples: Optional[int] = None, propagate: str = "dense"):
-        """One pass of the calibration engine over the first `nsamples` calibration sequences (all if None), every
-        linear of a block in one group, with `callback` seeing each block (an allocator's statistics pass).
-        `propagate`: the next block's inputs are the outputs of the "dense" or the "pruned" block."""
-        import dataclasses
+    @cached_property
+    def tokenizer(self):
+        """The run's tokenizer, loaded on first use (`repro.models.loading.load_model_tokenizer`)."""
+        from repro.models.loading import load_model_tokenizer
 
-        from repro.prune.engine import CalibrationEngine
+        return load_model_tokenizer(self.run.model)
 
-        if self.calib_ids is None:
-            raise RuntimeError(f"allocation={self.run.allocation.name} needs calibration data "
-                               "(calib.name=none was given)")
-        engine_cfg = dataclasses.replace(self.run.engine, propagate=propagate, true_sequential=False)
-        ids = self.calib_ids if nsamples is None else self.calib_ids[:nsamples]
-        CalibrationEngine(self.model, self.adapter, engine_cfg, ids, batch_size=self.run.calib.batch_size).run(callback)
-        return callback
+    def artifact_dir(self, name: str) -> Path:
+        """`<run folder>/<name>`, where an allocator keeps its artefacts (created)."""
+        if self.run_dir is None:
+            from repro import record as rec
+            from repro.stages import run_identity
+
+            self.run_dir = rec.run_dir(self.run.paths.results, run_identity(self.run))
+        out = Path(self.run_dir) / name
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    def run_pass(self, callback, nsamples: Optional[int] = None, propagate: Optional[str] = "dense", *,
+                 true_sequential: Optional[bool] = False, calibrated: bool = True, progress: bool = True):
+        """One pass of the calibration engine over the first `nsamples` calibration sequences (all if None), with
+        `callback` seeing each block (an allocator's statistics pass, or a search candidate); returns `callback`.
+        `propagate`: the next block's inputs are the outputs of the "dense" or the "pruned" block;
+        `true_sequential`: every linear of a block in one group (False) or the scorer's groups; None keeps the
+        run's engine setting for either (a pass that prunes as the run will). `calibrated=False`: no calibration
+        data (a scorer that needs none is only called per block)."""
+        from repro.prune.engine import calibration_pass
+
+        ids = None
+        if calibrated:
+            if self.calib_ids is None:
+                raise RuntimeError(f"allocation={self.run.allocation.name} needs calibration data "
+                                   "(calib.name=none was given)")
+            ids = self.calib_ids if nsamples is None else self.calib_ids[:nsamples]
+        overrides = {k: v for k, v in (("propagate", propagate), ("true_sequential", true_sequential))
+                     if v is not None}
+        return calibration_pass(self.model, self.adapter, self.run, callback, ids, progress=progress, **overrides)

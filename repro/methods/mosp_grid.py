@@ -162,7 +162,7 @@ def run_preference_grid(run, record: dict, model, tokenizer, adapter, seqlen: in
     from repro.methods.base import AllocationContext
     from repro.methods.mosp import map_preference
     from repro.methods.mosp_store import MospStore
-    from repro.prune.engine import CalibrationEngine
+    from repro.prune.engine import calibration_pass
     from repro.prune.pipeline import measure_sparsity
     from repro.registry import build
 
@@ -182,10 +182,9 @@ def run_preference_grid(run, record: dict, model, tokenizer, adapter, seqlen: in
     store = MospStore(out_dir / "mosp") if is_mosp else None
     cb = _Pass(scorer, cfg, targets, store)
     if scorer.prunes and (needs_calib or is_mosp):
-        engine_cfg = dataclasses.replace(cfg.engine, propagate="dense" if obj.propagate == "dense" else "pruned")
-        engine = CalibrationEngine(model, adapter, engine_cfg, torch.cat(calib_ids) if needs_calib else None,
-                                   batch_size=cfg.calib.batch_size, domain_sizes=[len(c) for c in calib_ids])
-        engine.run(cb)
+        calibration_pass(model, adapter, cfg, cb, torch.cat(calib_ids) if needs_calib else None,
+                         domain_sizes=[len(c) for c in calib_ids],
+                         propagate="dense" if obj.propagate == "dense" else "pruned")
     record["timings"]["prune_s"] = time.perf_counter() - t
     if is_mosp:
         store.write_manifest({"domains": names, "sparsity": cfg.sparsity, "pattern": dataclasses.asdict(cfg.pattern),

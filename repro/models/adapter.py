@@ -4,11 +4,17 @@ One small table per family instead of `if "opt" in name` branches scattered thro
 `linear_names` is the module-registration order the references iterate in (`find_layers`), e.g. OPT lists
 k, v, q before out_proj. `sequential_groups` are SparseGPT's `--true-sequential` groups. `downstream` maps each
 linear to the linear whose *input channels* its output rows feed (NeuronAL's row step); `None` = no mapping.
+`row_step_uniform` holds per-model-type quirks of that row step (the reference keeps Mistral's q/k/v uniform).
+
+The blocks are the `nn.ModuleList` of the class the model names in `_no_split_modules` (transformers' own
+declaration of its decoder layer, e.g. `["LlamaDecoderLayer"]`), so a model that nests its language model deeper
+(a wrapper, a multimodal model) is found too; `blocks_path` names that list when it is there (stable module
+names) and is the fallback for a model that declares no block class.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch.nn as nn
 
@@ -18,19 +24,49 @@ class ArchAdapter:
     family: str
     model_types: tuple
     blocks_path: str                               # attribute path from the CausalLM to the ModuleList of blocks
+                                                   # (its name when found there; the fallback without _no_split_modules)
     linear_names: tuple                            # relative names inside one block, in reference order
     sequential_groups: tuple                       # true-sequential pruning groups
     downstream: Dict[str, Optional[str]] = field(default_factory=dict)
     structured: Optional["StructuredLayout"] = None  # structured pruning's coupled linears (None: unsupported)
+    row_step_uniform: Dict[str, tuple] = field(default_factory=dict)   # model_type -> linears whose rows NeuronAL's
+                                                                       # row step keeps uniform
+
+    def blocks_with_path(self, model: nn.Module) -> Tuple[str, nn.ModuleList]:
+        """(module path, list) of the decoder blocks: the ModuleList of the model's `_no_split_modules` class
+        (named `blocks_path` when it is that one), else the list at `blocks_path`."""
+        declared = _resolve(model, self.blocks_path)
+        classes = set(getattr(model, "_no_split_modules", None) or ())
+        if classes:
+            found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)
+                     and all(type(b).__name__ in classes for b in m)]
+            for name, m in found:
+                if m is declared:
+                    return self.blocks_path, m
+            if found:
+                return found[0]
+        if isinstance(declared, nn.ModuleList):
+            return self.blocks_path, declared
+        raise ValueError(f"{type(model).__name__}: no decoder blocks found — no nn.ModuleList of its "
+                         f"_no_split_modules classes {sorted(classes) or '(none declared)'} and no "
+                         f"`{self.blocks_path}` (the {self.family} adapter's path). Set ArchAdapter.blocks_path in "
+                         f"repro/models/adapter.py to where this architecture keeps its decoder layers.")
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
-        obj = model
-        for part in self.blocks_path.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return self.blocks_with_path(model)[1]
 
-    def block_prefix(self, index: int) -> str:
-        return f"{self.blocks_path}.{index}"
+    def block_prefix(self, index: int, model: Optional[nn.Module] = None) -> str:
+        """The module name of block `index` in `model` (without a model: under the family's `blocks_path`)."""
+        return f"{self.blocks_with_path(model)[0] if model is not None else self.blocks_path}.{index}"
+
+    def block_targets(self, model: nn.Module, per_block: List) -> Dict[str, object]:
+        """{full linear name: per_block[i]} for every prunable linear of block i (a block-wise allocation)."""
+        path, blocks = self.blocks_with_path(model)
+        return {f"{path}.{i}.{rel}": per_block[i] for i, block in enumerate(blocks) for rel in self.linears(block)}
+
+    def uniform_rows(self, model: nn.Module) -> tuple:
+        """Relative names of the linears whose rows NeuronAL's row step leaves uniform in this model."""
+        return self.row_step_uniform.get(getattr(model.config, "model_type", ""), ())
 
     def linears(self, block: nn.Module) -> Dict[str, nn.Linear]:
         """The prunable linears of one block, keyed by their name relative to the block, in reference order."""
@@ -44,11 +80,21 @@ class ArchAdapter:
 
     def all_linears(self, model: nn.Module) -> Dict[str, nn.Linear]:
         """Every prunable linear of the model, keyed by its full module name."""
+        path, blocks = self.blocks_with_path(model)
         out = {}
-        for i, block in enumerate(self.blocks(model)):
+        for i, block in enumerate(blocks):
             for n, m in self.linears(block).items():
-                out[f"{self.block_prefix(i)}.{n}"] = m
+                out[f"{path}.{i}.{n}"] = m
         return out
+
+
+def _resolve(obj, dotted: str):
+    """The attribute at a dotted path, or None where a part is missing."""
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
 
 
 @dataclass(frozen=True)
@@ -101,6 +147,9 @@ _register(ArchAdapter(
     structured=StructuredLayout(attn_out="self_attn.o_proj", attn_q="self_attn.q_proj",
                                 attn_kv=("self_attn.k_proj", "self_attn.v_proj"),
                                 mlp_out="mlp.down_proj", mlp_in=("mlp.gate_proj", "mlp.up_proj")),
+    # NeuroAL lib/neuroal.py get_distribution_row keeps q/k/v uniform for Mistral only (GQA k/v elsewhere: the row
+    # step keeps any linear uniform whose rows differ from the downstream input width)
+    row_step_uniform={"mistral": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")},
 ))
 _register(ArchAdapter(
     family="opt",
@@ -143,4 +192,8 @@ def adapter_for_model_type(model_type: str) -> ArchAdapter:
 
 
 def adapter_for(model: nn.Module) -> ArchAdapter:
-    return adapter_for_model_type(getattr(model.config, "model_type", "?"))
+    try:
+        return adapter_for_model_type(getattr(model.config, "model_type", "?"))
+    except ValueError as e:
+        blocks = getattr(model, "_no_split_modules", None)
+        raise ValueError(f"{e} Its decoder layer class (_no_split_modules): {blocks or 'not declared'}.") from None

@@ -215,6 +215,14 @@ def load_tokenizer(cfg: ModelConfig, source: str):
                                          revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
 
 
+def load_model_tokenizer(cfg: ModelConfig):
+    """The model's tokenizer alone, without its weights, from where `load_model` reads it (a converted GGUF's cache
+    directory, `model.path`, or the byte tokenizer of `random_init`). Methods that need the run's tokenizer
+    outside the run's own loading (an allocator's search or training data) take it from here."""
+    gguf = None if cfg.random_init is not None else resolve_gguf(cfg)
+    return load_tokenizer(cfg, str(_gguf_cache_dir(*gguf)) if gguf is not None else cfg.path)
+
+
 def load_model(cfg: ModelConfig, seed: int = 0):
     """Return `(model, tokenizer)` in eval mode on `cfg.device` with `cfg.dtype`."""
     from transformers import AutoConfig, AutoModelForCausalLM

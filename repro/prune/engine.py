@@ -24,6 +24,9 @@ Public API (used by every method; extend, keep backward compatible):
   define `prune_group(items, pattern)` (items = (full name, linear, stats, target)) to prune a group jointly;
   `repro.prune.pipeline.ApplyTargets` calls it when present, else `prune_layer` per linear.
 - `capture_block_inputs(model, adapter, input_ids, batch_size, store_device)`, `forward_block(block, inputs)`.
+- `calibration_pass(model, adapter, run, callback, input_ids, **engine_overrides)`: one pass with the run's engine
+  settings and calibration batch size — how every method outside the engine starts a pass.
+- `HookSet`: forward hooks owned by a `with` block, removed on leaving it even when the pass raises.
 - Multi-objective runs (MOSP, Extension 1): `CalibrationEngine(..., domain_sizes=[n_1, …, n_m])` with the domains'
   windows concatenated in `input_ids`: ONE pass per block feeds every domain's windows, and each `LayerStats` keeps
   one statistics set per domain (`stats.parts[d]`; `stats[kind]` pools them).
@@ -53,6 +56,7 @@ references, which also discard the statistics pass's outputs).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -100,6 +104,27 @@ def _move_outside_blocks(model: nn.Module, adapter: ArchAdapter, device) -> None
             module._buffers[name] = b.to(device)
 
 
+class HookSet:
+    """Forward pre-hooks owned by a `with` block: every hook added is removed when the block is left, also when
+    the pass inside raises (no hook outlives the pass that needed it). `remove()` ends them earlier."""
+
+    def __init__(self):
+        self._handles: list = []
+
+    def add_pre(self, module: nn.Module, fn, **kwargs) -> None:
+        self._handles.append(module.register_forward_pre_hook(fn, **kwargs))
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __enter__(self) -> "HookSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
 @dataclass
 class BlockInputs:
     """Activations entering a block, in batches, plus the keyword arguments the block expects per batch size."""
@@ -126,10 +151,10 @@ def capture_block_inputs(model, adapter: ArchAdapter, input_ids: torch.Tensor, b
         seen["hidden"], seen["extra_args"], seen["kwargs"] = hidden, args[1:], kwargs
         raise _StopForward
 
-    handle = block0.register_forward_pre_hook(pre_hook, with_kwargs=True)
     device = model.get_input_embeddings().weight.device
     out = BlockInputs([])
-    try:
+    with HookSet() as hooks:
+        hooks.add_pre(block0, pre_hook, with_kwargs=True)
         for start in range(0, input_ids.shape[0], batch_size):
             batch = input_ids[start:start + batch_size].to(device)
             try:
@@ -142,8 +167,6 @@ def capture_block_inputs(model, adapter: ArchAdapter, input_ids: torch.Tensor, b
                     raise RuntimeError("decoder block called with extra positional arguments; replaying them is "
                                        "not supported: extend capture_block_inputs")
                 out.call_kwargs[batch.shape[0]] = seen["kwargs"]
-    finally:
-        handle.remove()
     return out
 
 
@@ -254,8 +277,9 @@ class _StatsCollector:
                 raise _StopForward
         return hook
 
-    def attach(self):
-        return [lin.register_forward_pre_hook(self._hook(n)) for n, lin in self.linears.items()]
+    def attach(self, hooks: HookSet) -> None:
+        for n, lin in self.linears.items():
+            hooks.add_pre(lin, self._hook(n))
 
     def finish(self) -> None:
         self._first_batch_inputs.clear()
@@ -305,7 +329,7 @@ class CalibrationEngine:
             _move_outside_blocks(self.model, self.adapter, home)
 
     def run(self, callback: BlockCallback) -> None:
-        blocks = self.adapter.blocks(self.model)
+        path, blocks = self.adapter.blocks_with_path(self.model)
         kinds = frozenset(callback.stats)
         inputs = self._capture() if self.input_ids is not None else None
         log.info("calibration engine: %d blocks, %s, propagate=%s, groups=%d, offload=%s, statistics=%s",
@@ -329,8 +353,8 @@ class CalibrationEngine:
                     if want_dense:
                         dense_outs = outs
                 for name, st in stats.items():
-                    st.check_finite(f"{self.adapter.block_prefix(i)}.{name} (block {i}, layer {name})")
-                ctx = BlockContext(i, self.adapter.block_prefix(i), block, linears, stats, inputs, g)
+                    st.check_finite(f"{path}.{i}.{name} (block {i}, layer {name})")
+                ctx = BlockContext(i, f"{path}.{i}", block, linears, stats, inputs, g)
                 callback.on_group(ctx)
                 _check_finite(ctx)
             outputs = None
@@ -348,12 +372,23 @@ class CalibrationEngine:
     def _forward_collecting(self, block, linears, kinds, inputs, keep_outputs: bool):
         collector = _StatsCollector(linears, kinds, self.stats_dtype, stop_early=not keep_outputs,
                                     domains=inputs.domains, ndomains=self.ndomains)
-        handles = collector.attach() if kinds else []
-        try:
-            outs = forward_block(block, inputs, keep_outputs=keep_outputs, before_batch=collector.start_batch)
-        finally:
-            for h in handles:
-                h.remove()
-            collector.finish()
+        with HookSet() as hooks:
+            if kinds:
+                collector.attach(hooks)
+            try:
+                outs = forward_block(block, inputs, keep_outputs=keep_outputs, before_batch=collector.start_batch)
+            finally:
+                collector.finish()
         stats = {n: collector.stats.get(n) or LayerStats(kinds, self.stats_dtype, self.ndomains) for n in linears}
         return stats, outs
+
+
+def calibration_pass(model, adapter: ArchAdapter, run, callback: BlockCallback, input_ids: Optional[torch.Tensor],
+                     *, progress: bool = True, domain_sizes: Optional[List[int]] = None, **engine_overrides):
+    """One engine pass over `input_ids` (None: no calibration, `on_group` only) with the run's engine settings,
+    `engine_overrides` (e.g. `propagate="pruned"`, `true_sequential=False`) replacing some, and the run's
+    calibration batch size. Returns `callback`."""
+    engine_cfg = dataclasses.replace(run.engine, **engine_overrides) if engine_overrides else run.engine
+    CalibrationEngine(model, adapter, engine_cfg, input_ids, batch_size=run.calib.batch_size, progress=progress,
+                      domain_sizes=domain_sizes).run(callback)
+    return callback

@@ -5,15 +5,15 @@ call each other directly.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Dict, Optional
 
 import torch
 
 from repro.methods.base import AllocationContext, Target
-from repro.prune.engine import BlockCallback, BlockContext, CalibrationEngine
+from repro.prune.engine import BlockCallback, BlockContext, calibration_pass
 from repro.prune.masks import sparsity_of
 from repro.registry import build
 
@@ -54,9 +54,11 @@ def needs_calibration(run) -> bool:
                 or getattr(method_class("recovery", run.recovery.name), "needs_calibration", False))
 
 
-def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor], changed: Optional[set] = None) -> dict:
+def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor], changed: Optional[set] = None,
+                run_dir: Optional[Path] = None) -> dict:
     """Prune `model` in place according to `run`; return the report that goes into the record. `changed`, when
-    given, receives the names of the linears whose kept weights the method updated (SparseGPT)."""
+    given, receives the names of the linears whose kept weights the method updated (SparseGPT); `run_dir` is the
+    run's folder, where an allocator keeps its artefacts (None: derived from the run's identity when needed)."""
     scorer = build("score", run.score)
     report: dict = {"score": run.score.name, "allocation": run.allocation.name, "pattern": run.pattern.label}
     if not scorer.prunes:
@@ -64,19 +66,16 @@ def prune_model(model, adapter, run, calib_ids: Optional[torch.Tensor], changed:
     allocator = build("allocation", run.allocation)
     t0 = time.perf_counter()
     alloc_report: dict = {}
-    targets = allocator.allocate(AllocationContext(model, adapter, run, scorer, calib_ids, alloc_report))
+    targets = allocator.allocate(AllocationContext(model, adapter, run, scorer, calib_ids, alloc_report, run_dir))
     report["allocation_s"] = time.perf_counter() - t0
     report["allocation_report"] = alloc_report
     t0 = time.perf_counter()
-    engine_cfg = run.engine
-    if getattr(scorer, "true_sequential", False):     # SlimGPT: statistics of each group after the previous prune
-        engine_cfg = dataclasses.replace(engine_cfg, true_sequential=True)
-    engine = CalibrationEngine(model, adapter, engine_cfg, calib_ids if scorer.needs_calibration else None,
-                               batch_size=run.calib.batch_size)
+    # SlimGPT: statistics of each group after the previous prune
+    overrides = {"true_sequential": True} if getattr(scorer, "true_sequential", False) else {}
     make_callback = getattr(scorer, "make_callback", None)       # structured scorers (SlimGPT) bring their own
     callback = (make_callback(targets, run.pattern, adapter, model, run.sparsity) if make_callback is not None
                 else ApplyTargets(scorer, targets, run.pattern))
-    engine.run(callback)
+    calibration_pass(model, adapter, run, callback, calib_ids if scorer.needs_calibration else None, **overrides)
     report.update(getattr(callback, "report", {}))
     if getattr(callback, "finish", None) is not None:
         report.update(callback.finish())

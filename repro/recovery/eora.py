@@ -28,7 +28,6 @@ B per linear) and `eora.json`; an evaluation-only change reloads them instead of
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ import torch
 
 from repro.config import ConfigError, check_choice, check_range
 from repro.methods.base import MethodConfig
-from repro.prune.engine import BlockCallback, CalibrationEngine
+from repro.prune.engine import BlockCallback, calibration_pass
 from repro.recovery import eora_math as em
 from repro.recovery._dense import (check_nsamples, dense_weights, known_config, linear_dims, load_artifacts,
                                    save_artifacts, swap_weights, target_linears)
@@ -155,10 +154,9 @@ class Eora(Recovery):
         pruned = swap_weights(linears, dense)                  # the blocks hold dense weights until compensated
         load_s = time.perf_counter() - t0
         ids = calib.input_ids[:cfg.nsamples] if cfg.nsamples else calib.input_ids
-        engine_cfg = dataclasses.replace(run.engine, true_sequential=False, propagate="pruned")
         callback = _Compensate(self, pruned, dense)
         try:
-            CalibrationEngine(model, adapter, engine_cfg, ids, batch_size=run.calib.batch_size).run(callback)
+            calibration_pass(model, adapter, run, callback, ids, true_sequential=False, propagate="pruned")
         finally:
             swap_weights(linears, pruned)                      # exactly the pruned weights, whatever happened
         before = sum(e["before"] for e in callback.errors.values())

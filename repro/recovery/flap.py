@@ -33,7 +33,6 @@ rounding). Dense weights are reloaded from the model source (repro/recovery/_den
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import torch.nn as nn
 
 from repro.config import check_range
 from repro.methods.base import MethodConfig
-from repro.prune.engine import BlockCallback, CalibrationEngine
+from repro.prune.engine import BlockCallback, calibration_pass
 from repro.recovery._dense import (check_nsamples, dense_weights, load_artifacts, save_artifacts, swap_weights,
                                    target_linears)
 from repro.recovery.base import Recovery
@@ -117,9 +116,8 @@ class Flap(Recovery):
         pruned = swap_weights(everything, dense)
         ids = calib.input_ids[:cfg.nsamples] if cfg.nsamples else calib.input_ids
         callback = _InputMeans(linears, ids.shape[1])
-        engine_cfg = dataclasses.replace(run.engine, true_sequential=False, propagate="dense")
         try:
-            CalibrationEngine(model, adapter, engine_cfg, ids, batch_size=run.calib.batch_size).run(callback)
+            calibration_pass(model, adapter, run, callback, ids, true_sequential=False, propagate="dense")
         finally:
             swap_weights(everything, pruned)
         biases: Dict[str, torch.Tensor] = {}

@@ -54,7 +54,7 @@ import torch
 from repro.config import ConfigError, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data, parse_rows
 from repro.methods.base import MethodConfig
-from repro.prune.engine import BlockCallback, CalibrationEngine
+from repro.prune.engine import BlockCallback, calibration_pass
 from repro.prune.pipeline import ApplyTargets, measure_sparsity
 from repro.recovery import losa_math as lm
 from repro.recovery.base import Recovery
@@ -154,13 +154,10 @@ class Losa(Recovery):
         check_instruction_data(self.cfg.data)
 
     # -- engine passes -------------------------------------------------------------------------------------------
-    def _engine(self, model, adapter, run, ids):
-        return CalibrationEngine(model, adapter, run.engine, ids, batch_size=run.calib.batch_size)
-
     def _dense_outputs(self, model, adapter, run, ids) -> List[torch.Tensor]:
         outs = {}
-        self._engine(model, adapter, run, ids).run(
-            _Observe(on_outputs=lambda i, o: outs.__setitem__(i, torch.cat([b.cpu() for b in o]))))
+        calibration_pass(model, adapter, run,
+                         _Observe(on_outputs=lambda i, o: outs.__setitem__(i, torch.cat([b.cpu() for b in o]))), ids)
         return [outs[i] for i in range(len(outs))]
 
     def _grams(self, model, adapter, run, ids) -> List[torch.Tensor]:
@@ -169,7 +166,7 @@ class Losa(Recovery):
         def gram(i, batches):
             f = torch.cat([b.reshape(b.shape[0], -1).float() for b in batches])
             grams[i] = (f @ f.t()).double().cpu()
-        self._engine(model, adapter, run, ids).run(_Observe(on_inputs=gram))
+        calibration_pass(model, adapter, run, _Observe(on_inputs=gram), ids)
         return [grams[i] for i in range(len(grams))]
 
     @staticmethod
@@ -179,7 +176,7 @@ class Losa(Recovery):
         linears, n_blocks = adapter.all_linears(model), len(adapter.blocks(model))
         targets, counts, zeros = {}, {}, 0
         for n in adapter.linear_names:
-            names = [f"{adapter.block_prefix(i)}.{n}" for i in range(n_blocks)]
+            names = [f"{adapter.block_prefix(i, model)}.{n}" for i in range(n_blocks)]
             shapes = {tuple(linears[m].weight.shape) for m in names}
             if len(shapes) != 1:
                 raise ValueError(f"LoSA exact final sparsity needs one shape per linear kind; {n}: {shapes}")
@@ -191,12 +188,9 @@ class Losa(Recovery):
         return targets, counts, zeros
 
     def _prune(self, model, adapter, run, ids, ratios, dense, targets=None) -> List[float]:
-        blocks = adapter.blocks(model)
-        targets = targets or {f"{adapter.block_prefix(i)}.{n}": ratios[i] for i in range(len(blocks))
-                              for n in adapter.linear_names}
+        targets = targets or adapter.block_targets(model, ratios)
         callback = _PruneAndMeasure(build("score", run.score), targets, run.pattern, dense)
-        self._engine(model, adapter, run, ids).run(callback)
-        return callback.errors
+        return calibration_pass(model, adapter, run, callback, ids).errors
 
     # -- the rounds ----------------------------------------------------------------------------------------------
     def recover(self, model, tokenizer, run, calib, workdir: Path) -> dict:
