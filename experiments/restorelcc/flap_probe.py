@@ -147,10 +147,14 @@ def main():
     cache = {}
 
     def dense_means(key, ids, names):
+        disk = Path(args.out).with_name(f"flap_probe_means_{key}_{len(names)}.pt")      # reused across runs
+        if key not in cache and disk.is_file():
+            cache[key] = torch.load(disk)
         if key not in cache:
             swap(dense)
             cache[key] = means_pass(model, adapter, ids, names)
             swap(pruned)
+            torch.save(cache[key], disk)
         return cache[key]
 
     def from_means(means, names, which=0, scale=1.0):
