@@ -114,7 +114,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--prune", default=str(ROOT / "results/pruned/6d8e20047d3a6a9b"))
-    ap.add_argument("--out", default=str(ROOT / "results/flap_probe.jsonl"))
+    ap.add_argument("--out", default=str(ROOT / "results/runs/flap_probe/flap_probe.jsonl"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="a Hydra override")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -165,6 +165,7 @@ def main():
                 b[n] = scale * compensation_bias(dense[n], pruned[n], m[rel][which]).float()
         return b
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for v in args.variants:
         t0 = time.perf_counter()
         clear()

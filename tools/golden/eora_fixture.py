@@ -11,7 +11,7 @@ of the reference re-expressed:
   stand-in module (eora.py only imports `evaluate_model` from it; `llama_sequential_eigen` never calls it).
   wanda/sparsegpt/modelutils/quant/gptq are the reference's own files (torch/transformers only).
 - `args` is the module global the reference reads (`eigen_nsamples`, `eigen_r`), set as its argparse would.
-- CPU shim: `Tensor.to("cuda…")` stays on the CPU (the function hard-codes `.to("cuda")`); device moves only.
+- CPU shim (alps_fixture's): `Tensor.to("cuda…")` stays on the CPU (the function hard-codes `.to("cuda")`).
 - a spy on `torch.linalg.eigh` records the second-moment matrix the reference accumulated for each linear (its
   hooks' running update `M·n/(n+1) + XᵀX/n`, n = eigen_nsamples), so the test can give our pure function the
   very same matrix; the spy returns eigh's own result.
@@ -36,24 +36,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from alps_fixture import _cpu_shims   # tools/golden/ (this script's folder) is on sys.path
+
 OUT = Path(__file__).resolve().parents[2] / "tests" / "golden" / "eora_reference.pt"
 CASES = [  # name, hidden, intermediate, nsamples, seqlen, rank, mask, seed
     ("unstructured", 32, 48, 4, 16, 8, "unstructured", 0),
     ("nm_2_4", 32, 48, 4, 16, 12, "nm_2_4", 1),
     ("rank_deficient", 32, 48, 1, 24, 8, "unstructured", 2),
 ]
-
-
-def _cpu_shim():
-    original_to = torch.Tensor.to
-
-    def to(self, *args, **kwargs):
-        args = tuple("cpu" if isinstance(a, str) and a.startswith("cuda") else a for a in args)
-        if isinstance(kwargs.get("device"), str) and kwargs["device"].startswith("cuda"):
-            kwargs["device"] = "cpu"
-        return original_to(self, *args, **kwargs)
-
-    torch.Tensor.to = to
 
 
 def _stub_imports() -> None:
@@ -114,7 +104,7 @@ def main() -> None:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     _stub_imports()
-    _cpu_shim()
+    _cpu_shims()
     sys.path.insert(0, args.src)
     import eora  # noqa: E402  (the reference module)
 
