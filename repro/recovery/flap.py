@@ -30,7 +30,7 @@ Measured effect (experiments/restorelcc/NOTES.md "Why recovery=flap raises SmolL
 the bias HURTS (Wanda 50 %: ppl 81.35 → 83.65; SparseGPT 2:4: 131.59 → 136.84). A line-by-line comparison with
 FLAP found no difference in code; experiments/restorelcc/flap_probe.py shows the first position is not the cause,
 and that means taken on the test windows (82.35) or on the pruned model's own inputs (82.19) lose less but still
-lose: FLAP's mean replacement is exact only for the nearly constant channels FLAP itself removes, which
+lose, and half the bias is neutral (81.34): FLAP's mean replacement is exact only for the nearly constant channels FLAP itself removes, which
 Wanda/SparseGPT masks are not.
 
 Deviations: x̄ comes from the run's calibration set (e.g. C4 128 × 2048; FLAP: WikiText-2 train, 1024 windows of 128
