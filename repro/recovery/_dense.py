@@ -9,6 +9,8 @@
   run's seed: the same weights the prune started from) and only the requested linears are kept, on CPU. Cost: one
   extra model load, and the linears' dense weights in CPU memory.
 - `swap_weights(linears, weights)`: copy `weights` into the linears and return their previous values (CPU).
+- `save_tensors` / `save_artifacts` / `load_artifacts`: a recovery's stored tensors (safetensors, written atomically)
+  and its JSON report (EoRA, FLAP; RestoreLCC's compensation file).
 """
 from __future__ import annotations
 
@@ -95,9 +97,16 @@ def load_artifacts(workdir: Path, tensors_file: str, meta_file: str) -> Optional
     return load_file(str(workdir / tensors_file)), json.loads((workdir / meta_file).read_text())
 
 
-def save_artifacts(workdir: Path, tensors_file: str, meta_file: str, tensors: dict, report: dict) -> None:
+def save_tensors(path: Path, tensors: dict) -> None:
+    """Write `tensors` (detached, on CPU, contiguous) to the safetensors file `path` atomically (`<path>.tmp`, renamed)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(workdir / (tensors_file + ".tmp")))
-    (workdir / (tensors_file + ".tmp")).replace(workdir / tensors_file)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def save_artifacts(workdir: Path, tensors_file: str, meta_file: str, tensors: dict, report: dict) -> None:
+    save_tensors(workdir / tensors_file, tensors)
     (workdir / meta_file).write_text(json.dumps(report, indent=1))

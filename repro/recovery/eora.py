@@ -22,9 +22,12 @@ Dense weights: reloaded from the model source (repro/recovery/_dense.py), since 
 
 Deviations: the covariance comes from the run's calibration set (`calib`, e.g. C4 128 × 2048) instead of the
 reference's separate `--eigen_dataset wikitext2` with 256 sequences and seed + 1 (`nsamples` takes the first N);
-calibration sequences go through a block `calib.batch_size` at a time (sums, not running means: equal up to float
-rounding); zero eigenvalues are lifted like negative ones (eora_math). Artifacts: `workdir/eora.safetensors` (A and
-B per linear) and `eora.json`; an evaluation-only change reloads them instead of recomputing.
+calibration sequences go through a block `calib.batch_size` at a time and C is the plain mean Σ xᵀx / N (the
+paper's C). The reference's hook is not a mean: it updates C ← C·n/(n+1) + XᵀX/n with n FIXED at eigen_nsamples,
+so sequence k of N weighs (n/(n+1))^(N−1−k) (first ≈ e⁻¹ ≈ 0.37, last 1): an order-dependent weighting we do not
+copy (tests/test_eora_golden.py shows it on the reference's own C; the projection itself matches bit for bit);
+zero eigenvalues are lifted like negative ones (eora_math). Artifacts: `workdir/eora.safetensors` (A and B per
+linear) and `eora.json`; an evaluation-only change reloads them instead of recomputing.
 """
 from __future__ import annotations
 

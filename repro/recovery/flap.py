@@ -26,8 +26,15 @@ bias is a new `bias` parameter of the linear (LLaMA's o_proj/down_proj have none
 FLAP's part 1 (WIFV, AL-AM structure search, physical removal) is not built: it would be a `score=` pruner of the
 structured pattern (another helper builds `pattern=structured`).
 
-Deviations: x̄ comes from the run's calibration set (e.g. C4 128 × 2048; FLAP: WikiText-2, 1024 sequences in its
-scripts; `nsamples` takes the first N), accumulated as sums (FLAP keeps a running mean: equal up to float
+Measured effect (experiments/restorelcc/NOTES.md "Why recovery=flap raises SmolLM2's perplexity"): on SmolLM2-135M
+the bias HURTS (Wanda 50 %: ppl 81.35 → 83.65; SparseGPT 2:4: 131.59 → 136.84). A line-by-line comparison with
+FLAP found no difference in code; experiments/restorelcc/flap_probe.py shows the first position is not the cause,
+and that means taken on the test windows (82.35) or on the pruned model's own inputs (82.19) lose less but still
+lose, and half the bias is neutral (81.34): FLAP's mean replacement is exact only for the nearly constant channels FLAP itself removes, which
+Wanda/SparseGPT masks are not.
+
+Deviations: x̄ comes from the run's calibration set (e.g. C4 128 × 2048; FLAP: WikiText-2 train, 1024 windows of 128
+tokens in its scripts; `nsamples` takes the first N), in float64 with a float32 bias (FLAP: x̄ and bias in fp16), accumulated as sums (FLAP keeps a running mean: equal up to float
 rounding). Dense weights are reloaded from the model source (repro/recovery/_dense.py). Artifacts:
 `workdir/flap_bias.safetensors` + `flap.json`, reused by an evaluation-only change.
 """

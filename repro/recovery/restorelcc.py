@@ -61,6 +61,7 @@ from repro.config import ConfigError, check_choice, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data, load_rows
 from repro.data.tasks import TASKS as TASK_DATA
 from repro.methods.base import MethodConfig
+from repro.recovery._dense import save_tensors
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected
 from repro.recovery.lcc_probe import capture_head_inputs, head_dim_of, o_proj_pre_hooks, probe_heads  # noqa: F401
@@ -262,15 +263,11 @@ def save_folded(model, tokenizer, out: Path) -> None:
 
 
 def _save_comps(path: Path, comps: dict[int, HeadCompensation]) -> None:
-    from safetensors.torch import save_file
-
     state = {}
     for i, m in comps.items():
-        state.update({f"{i}.heads": m.heads.cpu(), f"{i}.c": m.comps().detach().cpu().clone()})
-        state.update({f"{i}.{n}": p.detach().cpu().contiguous() for n, p in m.named_parameters()})
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
+        state.update({f"{i}.heads": m.heads, f"{i}.c": m.comps().detach().clone()})   # bias_only: c is b itself
+        state.update({f"{i}.{n}": p for n, p in m.named_parameters()})   # beta / b: what the form trains
+    save_tensors(path, state)
 
 
 def _load_comps(path: Path) -> dict[int, dict[int, torch.Tensor]]:
