@@ -33,16 +33,12 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
-def flatten(tree: dict, prefix: str = "", sep: str = "/") -> dict:
-    """{'ppl': {'wikitext2': 36.5}} -> {'ppl/wikitext2': 36.5}; only numbers and strings are kept."""
-    out = {}
-    for key, value in (tree or {}).items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name, sep))
-        elif isinstance(value, (int, float, str, bool)) and value is not None:
-            out[name] = value
-    return out
+def scalar_leaves(tree: dict, prefix: str = "", sep: str = "/") -> dict:
+    """{'ppl': {'wikitext2': 36.5}} -> {'ppl/wikitext2': 36.5}; only numbers, strings and booleans are kept."""
+    from repro.record import flatten as leaves
+
+    return {k: v for k, v in leaves(tree or {}, prefix, sep).items()
+            if isinstance(v, (int, float, str, bool)) and k}
 
 
 def wandb_names(logger_cfg: dict, record: dict) -> tuple[str, Optional[str]]:
@@ -58,11 +54,11 @@ def wandb_names(logger_cfg: dict, record: dict) -> tuple[str, Optional[str]]:
 
 def summary_of(record: dict) -> dict:
     summary = {"status": record.get("status"), "identity": record.get("identity")}
-    summary.update(flatten(record.get("metrics") or {}))
+    summary.update(scalar_leaves(record.get("metrics") or {}))
     overall = (record.get("sparsity") or {}).get("overall")
     if overall is not None:
         summary["sparsity/overall"] = overall
-    summary.update(flatten(record.get("timings") or {}, "timings"))
+    summary.update(scalar_leaves(record.get("timings") or {}, "timings"))
     if record.get("status") == "failed":
         summary["error/type"] = (record.get("error") or {}).get("type")
     return summary

@@ -48,6 +48,17 @@ def _drop(d: dict, dotted: str) -> None:
     d.pop(parts[-1], None)
 
 
+def flatten(node, prefix: str = "", sep: str = ".") -> dict:
+    """{'ppl': {'wikitext2': 36.5}} -> {'ppl.wikitext2': 36.5}: every leaf under its joined path (one helper for the
+    collector and the logger mirror)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}{sep}{key}" if prefix else str(key), sep))
+    return out
+
+
 def identity_fields(plain_cfg: dict, dense: bool = False, needs_calib: bool = True,
                     inputs: Optional[dict] = None) -> dict:
     """The config fields that define the experiment. A dense run ignores every pruning field (so all papers share

@@ -9,7 +9,7 @@ the protocol fingerprint (seqlen, data sources, windows, calibration picks...), 
 """
 from __future__ import annotations
 
-from repro.collect.records.fields import flatten
+from repro.record import flatten
 
 
 def _changed(a: dict, b: dict) -> list:

@@ -1,5 +1,5 @@
 """What a run record says of itself, read without a paper: its key fields in the reported tables' vocabulary, any
-`config.<path>` value, and every leaf of a nested section as `dotted.path: value`."""
+`config.<path>` value (nested sections flatten with repro.record.flatten)."""
 from __future__ import annotations
 
 
@@ -24,11 +24,3 @@ def config_value(record: dict, dotted: str):
     return node
 
 
-def flatten(node, prefix: str = "") -> dict:
-    out = {}
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    else:
-        out[prefix] = node
-    return out

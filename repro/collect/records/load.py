@@ -117,7 +117,8 @@ def variant_id(record: dict) -> str:
 def records_frame(records: list):
     import pandas as pd
 
-    from repro.collect.records.fields import flatten, record_key_fields
+    from repro.collect.records.fields import record_key_fields
+    from repro.record import flatten
 
     rows = []
     for r in records:
