@@ -186,12 +186,28 @@ def head_scores(z_pruned, z_dense, z_pos, z_neg, cfg) -> dict:
             "val_acc": acc.reshape(n_layers, n_heads), "n_train": len(tr), "n_val": len(va)}
 
 
+def cache_dir(cache_root: Path, cfg, prune_id: str) -> tuple[str, Path]:
+    """(key, folder) of this pruned model's probe and activation statistics under `<results>/restorelcc_probe`."""
+    key = probe_key(prune_id, cfg)
+    return key, Path(cache_root) / "restorelcc_probe" / key
+
+
+def save_cached(folder: Path, name: str, obj) -> Path:
+    """torch.save `obj` to folder/name atomically (written as `.tmp`, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+    return path
+
+
 def probe_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str) -> dict:
     """The cached probe of this pruned model (computed and stored when absent); see the module docstring."""
     from repro.models.loading import load_model
 
-    key = probe_key(prune_id, cfg)
-    path = Path(cache_root) / "restorelcc_probe" / key / "probe.pt"
+    key, folder = cache_dir(cache_root, cfg, prune_id)
+    path = folder / "probe.pt"
     if path.is_file():
         out = torch.load(path, weights_only=True)
         log.info("restorelcc: reusing the head probe %s", path)
@@ -209,11 +225,8 @@ def probe_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: st
     out = head_scores(z_pruned, z_dense, z_pos, z_neg, cfg)
     out["meta"] = json.dumps({**pairs, "prune_id": prune_id, "capture_s": t1 - t0,
                               "probe_s": time.perf_counter() - t1})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    tmp.replace(path)
-    from repro.recovery.lcc_select import save_stats       # recovery.head_selection=mse/kl/random reuse these
-    save_stats(path.parent, {"directions": out["directions"], "mse": mse_scores(z_dense, z_pruned).float(),
-                             "kl": kl_scores(z_dense, z_pruned).float(), "meta": out["meta"]})
+    save_cached(folder, "probe.pt", out)
+    save_cached(folder, "stats.pt", {"directions": out["directions"], "mse": mse_scores(z_dense, z_pruned).float(),
+                                     "kl": kl_scores(z_dense, z_pruned).float(), "meta": out["meta"]})
+    # (stats.pt: recovery.head_selection=mse/kl/random reuse these, repro/recovery/lcc_select.py)
     return {**out, "key": key, "path": str(path), "reused": False}

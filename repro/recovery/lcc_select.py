@@ -29,17 +29,11 @@ from pathlib import Path
 import torch
 
 from repro.recovery.lcc_math import kl_scores, lost_basis, mse_scores, random_scores, select_heads
+from repro.recovery.lcc_probe import cache_dir, capture_texts, probe_heads, save_cached
 
 log = logging.getLogger(__name__)
 SELECTIONS = ("probe", "random", "mse", "kl")
 COMPENSATIONS = ("full", "no_bias", "bias_only")
-
-
-def _cache_dir(cache_root: Path, cfg, prune_id: str) -> tuple[str, Path]:
-    from repro.recovery.lcc_probe import probe_key
-
-    key = probe_key(prune_id, cfg)
-    return key, Path(cache_root) / "restorelcc_probe" / key
 
 
 def activation_stats(z_dense: torch.Tensor, z_pruned: torch.Tensor) -> dict:
@@ -52,22 +46,13 @@ def activation_stats(z_dense: torch.Tensor, z_pruned: torch.Tensor) -> dict:
     return {"directions": dirs, "mse": mse_scores(z_dense, z_pruned).float(), "kl": kl_scores(z_dense, z_pruned).float()}
 
 
-def save_stats(folder: Path, stats: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path, tmp = folder / "stats.pt", folder / "stats.tmp"
-    torch.save(stats, tmp)
-    tmp.replace(path)
-    return path
-
-
 def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str) -> dict:
     """The cached activation statistics of this pruned model (computed from the prompts when absent)."""
     from repro.data.instruct import format_prompt
     from repro.models.loading import load_model
-    from repro.recovery.lcc_probe import capture_texts
     from repro.recovery.restorelcc import train_data
 
-    key, folder = _cache_dir(cache_root, cfg, prune_id)
+    key, folder = cache_dir(cache_root, cfg, prune_id)
     path = folder / "stats.pt"
     if path.is_file():
         log.info("restorelcc: reusing the activation statistics %s", path)
@@ -82,12 +67,12 @@ def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str
         del dense
     stats = activation_stats(z_dense, z_pruned)
     stats["meta"] = json.dumps({"prompts": len(prompts), "prune_id": prune_id, "capture_s": time.perf_counter() - t0})
-    save_stats(folder, stats)
+    save_cached(folder, "stats.pt", stats)
     return {**stats, "key": key, "path": str(path), "reused": False}
 
 
 def _cached_directions(cache_root: Path, cfg, prune_id: str):
-    _, folder = _cache_dir(cache_root, cfg, prune_id)
+    _, folder = cache_dir(cache_root, cfg, prune_id)
     for name in ("probe.pt", "stats.pt"):
         if (folder / name).is_file():
             return torch.load(folder / name, weights_only=True)["directions"], str(folder / name)
@@ -96,8 +81,6 @@ def _cached_directions(cache_root: Path, cfg, prune_id: str):
 
 def choose_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str, live: torch.Tensor) -> tuple:
     """(selected flat head indices, directions (L, H, d, d) or None for bias_only, report) per cfg.head_selection."""
-    from repro.recovery.lcc_probe import probe_heads
-
     need_dirs = cfg.compensation != "bias_only"
     report: dict = {"head_selection": cfg.head_selection, "compensation_form": cfg.compensation}
     if cfg.head_selection == "probe":
