@@ -99,14 +99,37 @@ def recover(run, record, model, tokenizer, adapter, calib) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     method = build("recovery", run.cfg.recovery)
+    slim = run.fields.get("recovery_model") == "slim"          # repro.stages.slims_before_recovery
+    if slim:
+        record["recovery_model"] = slim_for_recovery(model, adapter)
     data = calib.get() if calib is not None else None
     takes_workdir = len(inspect.signature(method.recover).parameters) >= 5    # (model, tokenizer, run, calib, workdir)
     args = (model, tokenizer, run.cfg, data) + ((workdir,) if takes_workdir else ())
     record["recovery"] = method.recover(*args)
     record["timings"]["recovery_s"] = time.perf_counter() - t
     record["sparsity_after_recovery"] = measure_sparsity(model, adapter)
+    if slim:                               # zeros left in the smaller model + what the cut removed, over the dense size
+        before = record["recovery_model"]["block_linear_params_before"]
+        after = record["recovery_model"]["block_linear_params_after"]
+        zeros = record["sparsity_after_recovery"]["overall"] * after
+        record["sparsity_after_recovery"] = {"overall": (before - after + zeros) / before, "slim_model": True,
+                                             "zero_fraction_of_slim_model": zeros / after}
     if run.prunes_itself:                  # LoSA: the model is pruned only now
         record["sparsity"] = record["sparsity_after_recovery"]
+
+
+def slim_for_recovery(model, adapter) -> dict:
+    """Cut a structured prune's zeroed heads and channels (repro/prune/structured.py `slim_model`); the record
+    gets the parameter counts and the per-layer shapes."""
+    from repro.prune.structured import count_params, physical_counts, slim_model
+
+    counts = physical_counts(model, adapter)
+    slim_model(model, adapter)
+    after = count_params(model, adapter)
+    assert after["block_linears"] == counts["block_linear_params_after"], (after, counts)
+    log.info("structured prune cut to its smaller model before recovery: %d -> %d block-linear parameters",
+             counts["block_linear_params_before"], after["block_linears"])
+    return {"form": "slim", **counts}
 
 
 def evaluate(run, record, model, tokenizer, seqlen) -> None:

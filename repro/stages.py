@@ -76,6 +76,8 @@ def recover_fields(fields: dict, prune_id) -> dict:
     """What defines a recover stage: the pruned model, the recovery config and the content of its local data."""
     inputs = {k: v for k, v in fields.get("inputs", {}).items() if k.startswith("recovery.")}
     out = {"prune_id": prune_id, "recovery": fields.get("recovery")}
+    if "recovery_model" in fields:          # e.g. "slim": the adapter is trained on the physically smaller model
+        out["recovery_model"] = fields["recovery_model"]
     return {**out, "inputs": inputs} if inputs else out
 
 
@@ -89,12 +91,21 @@ def resolve(cfg) -> Run:
     recovery = method_class("recovery", cfg.recovery.name)
     needs_calib = needs_calibration(cfg)
     fields = identity_fields(cfg, needs_calib, scorer.prunes)
+    if slims_before_recovery(cfg, scorer, recovery):
+        fields["recovery_model"] = "slim"    # the numbers differ from an adapter on the zeroed model: a new identity
     prune_id = rec.identity_of_fields(prune_fields(fields)) if scorer.prunes else None
     recover_id = (rec.identity_of_fields(recover_fields(fields, prune_id)) if cfg.recovery.name != "none" else None)
     return Run(cfg=cfg, scorer=scorer, allocator=method_class("allocation", cfg.allocation.name),
                recovery=recovery, prunes=scorer.prunes, prunes_itself=bool(getattr(recovery, "prunes_itself", False)),
                needs_calibration=needs_calib, fields=fields, prune_id=prune_id, recover_id=recover_id,
                identity=rec.identity_of_fields(fields))
+
+
+def slims_before_recovery(cfg, scorer, recovery) -> bool:
+    """A structured prune is cut to its physically smaller model before a recovery that asks for it
+    (`Recovery.slims_structured`: LoRA/DoRA, whose adapters would otherwise grow the removed heads and channels
+    back, and whose DoRA norms divide by the zero rows). The paper's recovery starts from that smaller model too."""
+    return bool(scorer.prunes and cfg.pattern.name == "structured" and getattr(recovery, "slims_structured", False))
 
 
 def run_identity(cfg) -> str:

@@ -470,3 +470,13 @@ def test_lua_llm_declared_protocol_choices_are_flagged():
     del rec["prune"]                          # a record from before `effective_batch`: the config's batch, 1 process
     rec["config"]["allocation"]["batch_size"] = 1
     assert "Lua-LLM windows per step 1 (paper: 2)" in deviations(rec, "ppl.wikitext2", expected)
+
+
+def test_method_deviations_name_only_the_differing_leaves_of_a_nested_node():
+    from repro.collect.compare.protocol import _method_defaults, method_deviations
+
+    defaults = _method_defaults("recovery", "lora")
+    training = {**defaults["training"], "learning_rate": 1e-4}
+    record = {"config": {"recovery": {"name": "lora", "r": defaults["r"], "training": training}}}
+    out = method_deviations(record)
+    assert out == [f"recovery.training.learning_rate=0.0001 (default {defaults['training']['learning_rate']})"]

@@ -6,6 +6,10 @@ Contract (every method in `repro/recovery/` subclasses `Recovery` and registers 
   reconstruction error on it).
 - `prunes_itself`: the method prunes during its own rounds (LoSA). The run then skips `prune_model` and hands the
   method the dense model; the model `recover` returns must be at the target sparsity.
+- `slims_structured`: on a structured prune the run cuts the model to its physically smaller form before `recover`
+  (repro/run_steps.py `slim_for_recovery`; the run and recover identities say so). LoRA/DoRA set it; methods that
+  address heads by index on the uniform layout (RestoreLCC, LoFiT) work on the zeroed model, where a removed head
+  contributes nothing.
 - `check(run)`: preflight, before the model loads. Raise `ConfigError(field, value, expected)` for a bad rank, an
   unknown target module, recovery asked of a dense model, a dataset path that does not exist or lacks a field, a
   template without its response marker.
@@ -32,6 +36,7 @@ from repro.registry import method_class
 class Recovery:
     needs_calibration = False
     prunes_itself = False
+    slims_structured = False
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -15,6 +15,11 @@ exactly the base's zeros (repro/recovery/masked_lora.py).
 Artifacts (`workdir`): `adapter.safetensors` (the trained adapter, peft state-dict keys) and `training.json` (the
 training report). When they exist the adapter is loaded instead of trained again, so an evaluation-only change reuses
 the fine-tuning. The loss curve is `workdir/loss_curve.{json,png}`.
+
+On a structured prune (pattern=structured, SlimGPT) the run first cuts the model to its physically smaller form
+(`slims_structured`, repro/run_steps.py `slim_for_recovery`), as the paper's LoRA/DoRA rows start from SlimGPT's
+smaller checkpoint: on the zeroed model a LoRA delta would grow the removed heads and channels back, and DoRA's
+column norms divide by the removed rows' zero norms (NaN).
 """
 from __future__ import annotations
 
@@ -114,6 +119,8 @@ def load_adapter(peft_model, path: Path) -> None:
 
 
 class _LoraBase(Recovery):
+    slims_structured = True      # on a structured prune, train on the physically smaller model (base.py)
+
     def check(self, run) -> None:
         super().check(run)
         check_instruction_data(self.cfg.data)

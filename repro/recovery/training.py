@@ -10,6 +10,7 @@
 - `cfg`: `TrainingConfig` (below). Recovery schemas embed it as their `training` node, with their paper's defaults.
 - `workdir`: where the loss curve (`loss_curve.json`, `loss_curve.png`) and the Trainer's scratch files go.
 - Returns the report for the record: optimizer actually used, steps, the loss curve's first/last values, runtime.
+- A non-finite loss or gradient norm raises `FloatingPointError` after training (the run is recorded as failed).
 - `regularizer` (optional): a function of no arguments returning a scalar tensor added to every training loss
   (LoFiT's and RestoreLCC's λ·Σ|θ| term, their `CustomSFTTrainer.compute_loss`).
 
@@ -144,7 +145,7 @@ def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Pa
         per_device_train_batch_size=cfg.per_device_batch, per_device_eval_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, lr_scheduler_type=cfg.lr_scheduler, optim=optim, bf16=bf16, fp16=False,
-        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="no",
+        logging_steps=cfg.logging_steps, logging_first_step=True, logging_nan_inf_filter=False, save_strategy="no",
         eval_strategy="epoch" if do_eval else "no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         remove_unused_columns=False, disable_tqdm=False, dataloader_num_workers=0, use_cpu=not cuda,
         **_version_specific_args(TrainingArguments, cfg))
@@ -168,7 +169,20 @@ def _train(model, tokenizer, train_ds, eval_ds, cfg: TrainingConfig, workdir: Pa
         report["eval_loss"] = trainer.evaluate(eval_ds)["eval_loss"]
     save_loss_curve(curve, workdir, desc)
     del trainer
+    check_finite(history, out.training_loss, desc, workdir)
     return report
+
+
+def check_finite(history: list, training_loss: float, desc: str, workdir: Path) -> None:
+    """A diverged fine-tuning (NaN/inf loss or gradient norm) fails the run instead of recording a broken model as
+    ok: the Trainer would otherwise keep stepping, and its default log filter hides NaN losses."""
+    import math
+
+    bad = [h for h in history if any(k in h and not math.isfinite(float(h[k])) for k in ("loss", "grad_norm"))]
+    if bad or not math.isfinite(training_loss):
+        first = bad[0] if bad else {"step": "end", "loss": training_loss}
+        raise FloatingPointError(f"{desc}: fine-tuning diverged, non-finite loss or gradient norm (first at step "
+                                 f"{first.get('step')}: {first}); loss curve in {workdir}/loss_curve.json")
 
 
 def save_loss_curve(curve: dict, workdir: Path, title: str) -> None:

@@ -65,5 +65,16 @@ def method_deviations(record: dict, selected: tuple = (), paper_options: Optiona
             if field != "name" and f"config.{kind}.{field}" not in chosen and field in expected \
                     and value != expected[field]:
                 origin = "paper" if f"{prefix}{field}" in (paper_options or {}) else "default"
-                out.append(f"{kind}.{field}={value} ({origin} {expected[field]})")
+                out += [f"{kind}.{path}={v} ({origin} {e})" for path, v, e in _leaf_diffs(field, value, expected[field])]
     return out
+
+
+def _leaf_diffs(path: str, value, expected):
+    """(dotted path, value, expected) of every differing leaf: a nested node (`recovery.training`) names only the
+    fields that differ, not two whole dictionaries."""
+    if isinstance(value, dict) and isinstance(expected, dict):
+        for key in sorted(set(value) | set(expected)):
+            if value.get(key) != expected.get(key):
+                yield from _leaf_diffs(f"{path}.{key}", value.get(key), expected.get(key))
+    elif value != expected:
+        yield path, value, expected
