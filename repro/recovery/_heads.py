@@ -13,13 +13,15 @@ architecture adapter (repro/models/adapter.py: `attention_outputs`, `head_shape`
   the folded model works for all three: the bias is a parameter of the nn.Linear).
 - `o_proj_pre_hooks(model, fn)`: fn(layer, args) as a forward pre-hook on every block's o_proj, owned by a HookSet
   (repro/prune/engine.py), removed when the `with` block is left, also on an exception.
+- `o_proj_edits(model, modules, name, edit)`: each {layer: module} attached as `o_proj.<name>` (so its parameters are
+  the model's while it trains) and x ← edit(module, x) applied to that layer's o_proj input; both always undone.
 - `add_to_bias(linear, b)`: bias += b (created when absent), summed in float64, rounded once to the weight's dtype.
 - `save_folded(model, tokenizer, out)`: sets the flag (zero biases for the linears it adds) and saves, so plain
   `AutoModelForCausalLM.from_pretrained(out)` loads the folded model exactly.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -67,6 +69,23 @@ def o_proj_pre_hooks(model, hook_fn):
         for i, o_proj in enumerate(attention_outputs(model)):
             hooks.add_pre(o_proj, lambda mod, args, i=i: hook_fn(i, args))
         yield
+
+
+@contextmanager
+def o_proj_edits(model, modules: dict, name: str, edit):
+    """Attach `modules` ({layer: nn.Module}) as `o_proj.<name>` and replace each such layer's o_proj input x by
+    edit(module, x); the hooks and submodules are removed on exit, also on an exception."""
+    o_projs = attention_outputs(model)
+
+    def hook(i, args):
+        if i in modules:
+            return (edit(modules[i], args[0]),) + tuple(args[1:])
+    with ExitStack() as undo:
+        for i, m in modules.items():
+            o_projs[i].add_module(name, m)
+            undo.callback(o_projs[i]._modules.pop, name)
+        with o_proj_pre_hooks(model, hook):
+            yield
 
 
 @torch.no_grad()

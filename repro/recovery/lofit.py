@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -44,7 +43,7 @@ from repro.config import ConfigError, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data
 from repro.methods.base import MethodConfig
 from repro.recovery._dense import known_config, load_artifacts, save_artifacts, shape_of
-from repro.recovery._heads import add_to_bias, attention_outputs, check_arch, head_shape, o_proj_pre_hooks
+from repro.recovery._heads import add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits
 from repro.recovery.base import Recovery
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
@@ -125,20 +124,9 @@ class HeadEdit(nn.Module):
         return x + self.offset().to(x.dtype)
 
 
-@contextmanager
 def edits_on(model, edits: Dict[int, HeadEdit]):
     """Attach `edits` ({layer: edit}) as o_proj pre-hooks and submodules; always detached on exit."""
-    o_projs = attention_outputs(model)
-
-    def edit(i, args):
-        if i in edits:
-            return (edits[i](args[0]),) + tuple(args[1:])
-    with ExitStack() as undo:
-        for i, e in edits.items():
-            o_projs[i].add_module("lofit_edit", e)
-            undo.callback(o_projs[i]._modules.pop, "lofit_edit")
-        with o_proj_pre_hooks(model, edit):
-            yield
+    return o_proj_edits(model, edits, "lofit_edit", lambda m, x: m(x))
 
 
 @torch.no_grad()

@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,8 @@ from repro.methods.base import MethodConfig
 from repro.recovery._dense import save_tensors
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected
-from repro.recovery._heads import (add_to_bias, attention_outputs, check_arch, head_shape, o_proj_pre_hooks,
-                                    save_folded)  # noqa: F401  (save_folded, capture_head_inputs: re-exported)
+from repro.recovery._heads import (add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits,  # noqa: F401
+                                    o_proj_pre_hooks, save_folded)  # (o_proj_pre_hooks, save_folded: re-exported)
 from repro.recovery.lcc_probe import capture_head_inputs, probe_heads  # noqa: F401
 from repro.recovery.lcc_select import COMPENSATIONS, SELECTIONS, choose_heads
 from repro.recovery.training import TrainingConfig, fine_tune
@@ -216,20 +215,9 @@ def live_heads(model, n_heads: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-@contextmanager
 def compensate(model, comps: dict[int, HeadCompensation]):
     """Attach `comps` (layer -> module) as `o_proj.restorelcc` and add their vectors before o_proj; always undone."""
-    o_projs = attention_outputs(model)
-
-    def add(i, args):
-        if i in comps:
-            return (args[0] + comps[i].vector().to(args[0].dtype),) + tuple(args[1:])
-    with ExitStack() as undo:
-        for i, m in comps.items():
-            o_projs[i].add_module("restorelcc", m)
-            undo.callback(o_projs[i]._modules.pop, "restorelcc")
-        with o_proj_pre_hooks(model, add):
-            yield
+    return o_proj_edits(model, comps, "restorelcc", lambda m, x: x + m.vector().to(x.dtype))
 
 
 @torch.no_grad()
