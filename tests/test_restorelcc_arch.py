@@ -41,7 +41,8 @@ def test_fold_equals_runtime_add_and_saves_where_the_architecture_can(arch, tmp_
     n_heads, d = head_shape(model.config)
     o_projs = attention_outputs(model)
     names = {id(m): n for n, m in model.named_modules()}
-    where = "model.decoder.layers.{}.self_attn.out_proj" if name.startswith("opt") else "model.layers.{}.self_attn.o_proj"
+    where = ("model.decoder.layers.{}.self_attn.out_proj" if name.startswith("opt")
+             else "model.layers.{}.self_attn.o_proj")
     assert [names[id(o)] for o in o_projs] == [where.format(i) for i in range(model.config.num_hidden_layers)]
     assert all(o.in_features == n_heads * d for o in o_projs)
     before = [None if o.bias is None else o.bias.detach().clone() for o in o_projs]

@@ -10,8 +10,9 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
 2. Compensation: for every selected head c = V^T beta + b (V = all d_h SVD directions of that head's dZ, frozen;
    beta, b trained, init N(0, init_std=1e-3)), added to the head's slice of the o_proj input at every token (a
    forward pre-hook owned by `compensate`, removed on exit; o_proj = the adapter's attention output projection,
-   LLaMA/Mistral `self_attn.o_proj`, OPT `self_attn.out_proj`, repro/recovery/_heads.py). Trained with repro.recovery.training.fine_tune
-   (transformers Trainer), response-only loss (data.format=alpaca), base weights frozen.
+   LLaMA/Mistral `self_attn.o_proj`, OPT `self_attn.out_proj`, repro/recovery/_heads.py). Trained with
+   repro.recovery.training.fine_tune (transformers Trainer), response-only loss (data.format=alpaca), base weights
+   frozen.
    Table 4's ablation axes (repro/recovery/lcc_select.py): `head_selection` = probe (the method) | random (seeded
    by `selection_seed`) | mse | kl ([RECON]: mean KL of the softmaxed dense vs pruned head activations; neither
    MSE nor KL selection is in the reference code) — random/mse/kl train no probe; `compensation` = full | no_bias
@@ -43,9 +44,10 @@ init (reference: global RNG); stable tie order for equal accuracies (reference: 
 (reference: layer*L + h, wrong when L != H); the compensation parameters are fp32 with bf16 autocast on GPU
 (reference: bf16 parameters); no `[PAD]` token is added (the reference adds one and resizes the embeddings); no
 `set_detect_anomaly`; negatives=lexical is an offline stand-in for SBERT; model types llama, mistral, opt (the
-reference: LLaMA only, its own modelling file). Tasks: the reference's task files are not shipped, so its prompts are taken as lm-eval's (its targets and
-response template match them), drawn as a seeded subset of the hub's train split; ARC's negative excludes the gold
-choice by its index (the reference's index -1 quirk, when the gold text is not among the choices, cannot occur).
+reference: LLaMA only, its own modelling file). Tasks: the reference's task files are not shipped, so its prompts
+are taken as lm-eval's (its targets and response template match them), drawn as a seeded subset of the hub's train
+split; ARC's negative excludes the gold choice by its index (the reference's index -1 quirk, when the gold text is
+not among the choices, cannot occur).
 """
 from __future__ import annotations
 
