@@ -56,6 +56,14 @@ def tiny_opt():
 
 
 @pytest.fixture(scope="session")
+def tiny_mistral():
+    """tiny-llama's sizes as a MistralForCausalLM (no config file of its own)."""
+    from repro.models.loading import load_model
+
+    return load_model(compose_run("model=tiny-llama", "model.random_init.model_type=mistral").model)
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M (fp32). Converted from the GGUF once per machine (~40 s), then < 1 s."""
     pytest.importorskip("gguf")

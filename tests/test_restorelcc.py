@@ -49,7 +49,7 @@ def test_fold_equals_runtime_add_keeps_zeros_and_reloads_with_plain_transformers
         plain = model(input_ids=ids).logits
         with compensate(model, comps):
             runtime = model(input_ids=ids).logits
-    assert not hasattr(model.model.layers[0].self_attn, "restorelcc")
+    assert not hasattr(model.model.layers[0].self_attn.o_proj, "restorelcc")
     assert all(len(l.self_attn.o_proj._forward_pre_hooks) == 0 for l in model.model.layers)
     assert (runtime - plain).abs().max() > 1e-3                   # the compensation changes the output
     added = fold_into_o_proj(model, {i: dict(zip(m.heads.tolist(), m.comps().detach())) for i, m in comps.items()})
@@ -154,8 +154,9 @@ def test_sbert_negatives_call_sentence_transformers_with_the_configured_model(mo
     assert neg[2] == prompts[2] + " prices fell sharply today"
 
 
-def test_non_llama_model_is_refused_before_loading():
+def test_unsupported_model_type_is_refused_before_loading():
     from repro.run import preflight
-    with pytest.raises(ConfigError) as e:
-        preflight(compose_run("model=tiny-opt", *TINY[1:], "recovery.top_heads=2"))
-    assert e.value.field_name == "recovery.name" and "llama" in str(e.value)
+    preflight(compose_run("model=tiny-opt", *TINY[1:], "recovery.top_heads=2"))          # OPT: supported
+    with pytest.raises(ConfigError) as e:                                                  # phi: an adapter, untested
+        preflight(compose_run(*TINY, "model.random_init.model_type=phi", "recovery.top_heads=2"))
+    assert e.value.field_name == "recovery.name" and "llama, mistral, opt" in str(e.value) and "'phi'" in str(e.value)

@@ -138,5 +138,9 @@ def test_select_heads_never_picks_a_removed_head():
     o = torch.nn.Linear(4, 3, bias=False)                  # 2 heads of dim 2
     with torch.no_grad():
         o.weight[:, 2:] = 0
-    model = SimpleNamespace(model=SimpleNamespace(layers=[SimpleNamespace(self_attn=SimpleNamespace(o_proj=o))]))
+    block, model = torch.nn.Module(), torch.nn.Module()     # the adapter's llama layout: model.layers.0.self_attn.o_proj
+    block.self_attn = torch.nn.Module()
+    block.self_attn.o_proj = o
+    model.model, model.config = torch.nn.Module(), SimpleNamespace(model_type="llama")
+    model.model.layers = torch.nn.ModuleList([block])
     assert live_heads(model, 2).tolist() == [[True, False]]

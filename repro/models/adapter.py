@@ -14,7 +14,7 @@ names) and is the fallback for a model that declares no block class.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 
@@ -31,6 +31,9 @@ class ArchAdapter:
     structured: Optional["StructuredLayout"] = None  # structured pruning's coupled linears (None: unsupported)
     row_step_uniform: Dict[str, tuple] = field(default_factory=dict)   # model_type -> linears whose rows NeuronAL's
                                                                        # row step keeps uniform
+    attn_out: str = ""                             # the attention output projection, relative to a block
+    out_bias_flags: Dict[str, tuple] = field(default_factory=dict)     # model_type -> (config flag, linears it
+                                                                       # gives a bias, attn_out among them)
 
     def blocks_with_path(self, model: nn.Module) -> Tuple[str, nn.ModuleList]:
         """(module path, list) of the decoder blocks: the ModuleList of the model's `_no_split_modules` class
@@ -78,6 +81,24 @@ class ArchAdapter:
                            f"{sorted(found)}; the checkpoint's architecture differs from the adapter's.")
         return {n: found[n] for n in self.linear_names}
 
+    def attention_outputs(self, model: nn.Module) -> List[nn.Linear]:
+        """Every block's attention output projection (`attn_out`), in block order."""
+        out = [_resolve(b, self.attn_out) for b in self.blocks(model)] if self.attn_out else [None]
+        if any(not isinstance(o, nn.Linear) for o in out):
+            raise KeyError(f"{self.family} adapter: no attention output projection `{self.attn_out or '(unset)'}` "
+                           f"in the decoder blocks; set ArchAdapter.attn_out in repro/models/adapter.py.")
+        return out
+
+    @staticmethod
+    def head_shape(config) -> Tuple[int, int]:
+        """(attention heads, head dimension) of an HF config (object or dict)."""
+        return _field(config, "num_attention_heads"), head_dim(config)
+
+    def out_bias_flag(self, model_type: str) -> Optional[tuple]:
+        """(config flag, relative linears it gives a bias) that lets a checkpoint of `model_type` store an `attn_out`
+        bias; None when transformers' modelling code has no such flag."""
+        return self.out_bias_flags.get(model_type)
+
     def all_linears(self, model: nn.Module) -> Dict[str, nn.Linear]:
         """Every prunable linear of the model, keyed by its full module name."""
         path, blocks = self.blocks_with_path(model)
@@ -86,6 +107,15 @@ class ArchAdapter:
             for n, m in self.linears(block).items():
                 out[f"{path}.{i}.{n}"] = m
         return out
+
+
+def _field(config, name: str):
+    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+
+
+def head_dim(config: Union[dict, object], heads_attr: str = "num_attention_heads") -> int:
+    """The attention head dimension of an HF config (object or dict): `head_dim`, else hidden_size / heads."""
+    return _field(config, "head_dim") or _field(config, "hidden_size") // _field(config, heads_attr)
 
 
 def _resolve(obj, dotted: str):
@@ -115,7 +145,7 @@ class StructuredLayout:
     kv_heads_attr: str = "num_key_value_heads"
 
     def head_dim(self, config) -> int:
-        return getattr(config, "head_dim", None) or config.hidden_size // getattr(config, self.heads_attr)
+        return head_dim(config, self.heads_attr)
 
     def heads(self, config) -> tuple:
         """(query heads, key/value heads) of the (uniform) config."""
@@ -150,6 +180,9 @@ _register(ArchAdapter(
     # NeuroAL lib/neuroal.py get_distribution_row keeps q/k/v uniform for Mistral only (GQA k/v elsewhere: the row
     # step keeps any linear uniform whose rows differ from the downstream input width)
     row_step_uniform={"mistral": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")},
+    attn_out="self_attn.o_proj",
+    # LlamaAttention: q/k/v/o all take bias=config.attention_bias; MistralAttention's are bias=False, no flag
+    out_bias_flags={"llama": ("attention_bias", _LLAMA_LINEARS[:4])},
 ))
 _register(ArchAdapter(
     family="opt",
@@ -163,6 +196,10 @@ _register(ArchAdapter(
     downstream={"self_attn.k_proj": "self_attn.out_proj", "self_attn.v_proj": "self_attn.out_proj",
                 "self_attn.q_proj": "self_attn.out_proj", "self_attn.out_proj": "fc1", "fc1": "fc2",
                 "fc2": "next:self_attn.k_proj"},
+    attn_out="self_attn.out_proj",
+    # OPTAttention k/v/q/out_proj and the decoder layer's fc1/fc2 take bias=config.enable_bias (default True)
+    out_bias_flags={"opt": ("enable_bias", ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj",
+                                            "self_attn.out_proj", "fc1", "fc2"))},
 ))
 _register(ArchAdapter(
     family="phi",
@@ -175,6 +212,7 @@ _register(ArchAdapter(
     downstream={"self_attn.q_proj": "self_attn.dense", "self_attn.k_proj": "self_attn.dense",
                 "self_attn.v_proj": "self_attn.dense", "self_attn.dense": "mlp.fc1", "mlp.fc1": "mlp.fc2",
                 "mlp.fc2": "next:self_attn.q_proj"},
+    attn_out="self_attn.dense",
 ))
 
 

@@ -22,8 +22,11 @@ Re-expressed from zijian678/restorelcc@b1a8e09 utils/components.py (`obtain_act`
    (label 1) and [x ; Z_dense(q+r-)] (label 0); pair-preserving 70/30 split (seed 42); validation accuracy.
 4. Cache: `<results>/restorelcc_probe/<key>/probe.pt`, key = SHA-256 of the pruned model's prune id and every
    setting above. The reference's cache key is (base model, task, n) only: it silently reuses one pruned model's
-   heads for another (research note §2.1 step 7); this one does not. Next to it, `stats.pt` (directions, per-head
-   MSE and KL of dense vs pruned prompt activations) for recovery.head_selection=random/mse/kl (lcc_select.py).
+   heads for another (research note §2.1 step 7); this one does not. Next to it, `stats-<stats_key>/stats.pt`
+   (directions, per-head MSE and KL of dense vs pruned prompt activations) for recovery.head_selection=
+   random/mse/kl (lcc_select.py), keyed by only what changes those activations (`stats_key`: prune id, prompt rows,
+   probe_samples, probe_max_length), so a probe-only setting (probe_epochs, probe_lr, ...) reuses them.
+Blocks, the o_proj (OPT: out_proj) and the head shape come from the architecture adapter (repro/recovery/_heads.py).
 """
 from __future__ import annotations
 
@@ -31,12 +34,12 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from repro.recovery._heads import head_shape, o_proj_pre_hooks
 from repro.recovery.lcc_math import (hard_negatives, kl_scores, lost_basis, mse_scores, pair_split, train_probes,
                                      word_counts)
 
@@ -45,28 +48,10 @@ PROBE_VERSION = 1
 PROBE_CHUNK = 256              # heads per probe batch (bounds the feature tensor on 1024-head models)
 
 
-@contextmanager
-def o_proj_pre_hooks(model, hook_fn):
-    """Register hook_fn(layer_idx, inputs) as a forward pre-hook on every decoder layer's o_proj; always removed."""
-    handles = []
-    try:
-        for i, layer in enumerate(model.model.layers):
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
-                lambda mod, args, i=i: hook_fn(i, args)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def head_dim_of(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
 @torch.no_grad()
 def capture_head_inputs(model, input_ids, attention_mask=None) -> dict[int, torch.Tensor]:
     """{layer: (n, n_heads, head_dim)} o_proj input at each row's last non-padding token (right padding)."""
-    head_dim = head_dim_of(model.config)
+    head_dim = head_shape(model.config)[1]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     last = (attention_mask.sum(1) - 1).to(input_ids.device)
@@ -148,22 +133,45 @@ def probe_pairs(rows, cfg) -> tuple[list[str], list[str], list[str], dict]:
     return prompts[:n], pos_t, neg_t, report
 
 
-def probe_key(prune_id: str, cfg) -> str:
-    """Cache key: the pruned model's identity + every setting that changes the probes (not top_heads/training)."""
+def _data_fields(cfg, only=None) -> dict:
+    """The training-data settings (`only`: those named), a local file counted by its content, not its location."""
+    from repro.fingerprint import fingerprint
     from repro.recovery.restorelcc import train_data
 
-    from repro.fingerprint import fingerprint
-
     data = asdict(train_data(cfg))
-    for name in ("path", "task_path"):        # a local file counts by its content, not by where the checkout lies
+    if only is not None:
+        data = {k: data[k] for k in only}
+    for name in ("path", "task_path"):
         if data.get(name):
             data[name] = fingerprint(data[name]) or data[name]
-    fields = {"version": PROBE_VERSION, "prune_id": prune_id, "data": data, "task": cfg.task,
-              "k": cfg.k, "negatives": cfg.negatives,
-              "sbert_model": cfg.sbert_model if cfg.negatives == "sbert" else None,
-              **{f: getattr(cfg, f) for f in ("probe_samples", "probe_max_length", "probe_epochs", "probe_lr",
-                                              "probe_val_fraction", "probe_seed")}}
+    return data
+
+
+def _hash(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def probe_key(prune_id: str, cfg) -> str:
+    """Cache key: the pruned model's identity + every setting that changes the probes (not top_heads/training)."""
+    return _hash({"version": PROBE_VERSION, "prune_id": prune_id, "data": _data_fields(cfg), "task": cfg.task,
+                  "k": cfg.k, "negatives": cfg.negatives,
+                  "sbert_model": cfg.sbert_model if cfg.negatives == "sbert" else None,
+                  **{f: getattr(cfg, f) for f in ("probe_samples", "probe_max_length", "probe_epochs", "probe_lr",
+                                                  "probe_val_fraction", "probe_seed")}})
+
+
+# what decides the probed prompts: the loaded rows (instruct.load_rows) and their prompt (instruct.format_prompt)
+PROMPT_DATA = ("path", "revision", "split", "rows", "subset", "seed", "task", "task_path", "prompt_template",
+               "prompt_template_no_input")
+
+
+def stats_key(prune_id: str, cfg) -> str:
+    """Key of the activation statistics (directions V, MSE, KL): the pruned model's identity (its prune id holds the
+    dense model and seed the dense activations are reloaded from), the prompts (PROMPT_DATA of the data, the first
+    `probe_samples`) and their truncation. Not k (V holds all d_h directions; k shapes only the probe's lost
+    component), negatives, or the probe's training settings: none of them changes a prompt activation."""
+    return _hash({"version": PROBE_VERSION, "prune_id": prune_id, "data": _data_fields(cfg, PROMPT_DATA),
+                  "probe_samples": cfg.probe_samples, "probe_max_length": cfg.probe_max_length})
 
 
 def head_scores(z_pruned, z_dense, z_pos, z_neg, cfg) -> dict:
@@ -186,10 +194,11 @@ def head_scores(z_pruned, z_dense, z_pos, z_neg, cfg) -> dict:
             "val_acc": acc.reshape(n_layers, n_heads), "n_train": len(tr), "n_val": len(va)}
 
 
-def cache_dir(cache_root: Path, cfg, prune_id: str) -> tuple[str, Path]:
-    """(key, folder) of this pruned model's probe and activation statistics under `<results>/restorelcc_probe`."""
-    key = probe_key(prune_id, cfg)
-    return key, Path(cache_root) / "restorelcc_probe" / key
+def cache_dir(cache_root: Path, cfg, prune_id: str, stats: bool = False) -> tuple[str, Path]:
+    """(key, folder) of this pruned model's probe (`probe.pt`), or with `stats` its activation statistics
+    (`stats.pt`, folder `stats-<stats_key>`), under `<results>/restorelcc_probe`."""
+    key = stats_key(prune_id, cfg) if stats else probe_key(prune_id, cfg)
+    return key, Path(cache_root) / "restorelcc_probe" / (f"stats-{key}" if stats else key)
 
 
 def save_cached(folder: Path, name: str, obj) -> Path:
@@ -226,7 +235,8 @@ def probe_heads(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: st
     out["meta"] = json.dumps({**pairs, "prune_id": prune_id, "capture_s": t1 - t0,
                               "probe_s": time.perf_counter() - t1})
     save_cached(folder, "probe.pt", out)
-    save_cached(folder, "stats.pt", {"directions": out["directions"], "mse": mse_scores(z_dense, z_pruned).float(),
-                                     "kl": kl_scores(z_dense, z_pruned).float(), "meta": out["meta"]})
+    save_cached(cache_dir(cache_root, cfg, prune_id, stats=True)[1], "stats.pt",
+                {"directions": out["directions"], "mse": mse_scores(z_dense, z_pruned).float(),
+                 "kl": kl_scores(z_dense, z_pruned).float(), "meta": out["meta"]})
     # (stats.pt: recovery.head_selection=mse/kl/random reuse these, repro/recovery/lcc_select.py)
     return {**out, "key": key, "path": str(path), "reused": False}

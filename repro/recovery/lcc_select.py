@@ -13,8 +13,9 @@ Table 4 ablation axes. Math: lcc_math.py; the contrastive probe: lcc_probe.py.
   reference code has no MSE/KL selection and the ablation's definition was not seen: a reconstruction
   (experiments/restorelcc/NOTES.md).
 The activation statistics (directions V, MSE, KL) need only the dense and pruned captures of the prompts (two of the
-probe's four captures, no probe training); they are cached as `stats.pt` next to the probe's `probe.pt` (same key),
-and a probe run writes them too, so a later mse/kl/random run on the same pruned model reuses them.
+probe's four captures, no probe training); they are cached as `stats.pt` next to the probe's `probe.pt`, keyed by
+lcc_probe.stats_key (only what changes those activations: not k, negatives or the probe's training settings), and a
+probe run writes them too, so a later mse/kl/random run on the same pruned model and prompts reuses them.
 
 `compensation`: `full` c = V^T beta + b (the method), `no_bias` c = V^T beta (Table 4 "w/o b"), `bias_only` c = b
 (Table 4 "w/o Σβv"; needs no V, so `head_selection=random compensation=bias_only` captures nothing).
@@ -52,7 +53,7 @@ def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str
     from repro.models.loading import load_model
     from repro.recovery.restorelcc import train_data
 
-    key, folder = cache_dir(cache_root, cfg, prune_id)
+    key, folder = cache_dir(cache_root, cfg, prune_id, stats=True)
     path = folder / "stats.pt"
     if path.is_file():
         log.info("restorelcc: reusing the activation statistics %s", path)
@@ -72,10 +73,10 @@ def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str
 
 
 def _cached_directions(cache_root: Path, cfg, prune_id: str):
-    _, folder = cache_dir(cache_root, cfg, prune_id)
-    for name in ("probe.pt", "stats.pt"):
-        if (folder / name).is_file():
-            return torch.load(folder / name, weights_only=True)["directions"], str(folder / name)
+    for path in (cache_dir(cache_root, cfg, prune_id)[1] / "probe.pt",
+                 cache_dir(cache_root, cfg, prune_id, stats=True)[1] / "stats.pt"):
+        if path.is_file():
+            return torch.load(path, weights_only=True)["directions"], str(path)
     return None, None
 
 

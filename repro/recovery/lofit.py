@@ -21,7 +21,9 @@ b_o = W_O · concat_h(v_h) (zeros for the other heads): the linear weights keep 
 
 Settings not stated by RestoreLCC are marked in conf/recovery/lofit.yaml: the data and step-2 trainer are
 RestoreLCC's (the 2k Alpaca subset with completion-only loss, 3 epochs, batch 8, no warmup) with LoFiT's step-2 lr
-(1e-2); step 1 is LoFiT's scripts'. Deviations: the edit is a forward pre-hook on o_proj (LoFiT edits a custom modelling file);
+(1e-2); step 1 is LoFiT's scripts'. Architectures: LLaMA, Mistral, OPT (preflight; o_proj = the adapter's attention
+output projection, OPT `self_attn.out_proj` whose existing bias the fold adds to; repro/recovery/_heads.py).
+Deviations: the edit is a forward pre-hook on o_proj (LoFiT edits a custom LLaMA modelling file);
 heads are counted per layer from o_proj's input width (a structured model with fewer heads in a layer works);
 padding-token positions are edited too, as in LoFiT (their loss is masked). Artifacts: `workdir/lofit.safetensors`
 (selected heads and biases per layer) and `lofit.json`; reused by an evaluation-only change.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -42,6 +43,7 @@ from repro.config import ConfigError, check_range
 from repro.data.instruct import InstructDataConfig, check_instruction_data, describe, load_instruction_data
 from repro.methods.base import MethodConfig
 from repro.recovery._dense import known_config, load_artifacts, save_artifacts, shape_of
+from repro.recovery._heads import add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits
 from repro.recovery.base import Recovery
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
@@ -122,40 +124,20 @@ class HeadEdit(nn.Module):
         return x + self.offset().to(x.dtype)
 
 
-def _layers(model):
-    return [layer.self_attn.o_proj for layer in model.model.layers]
-
-
-@contextmanager
 def edits_on(model, edits: Dict[int, HeadEdit]):
     """Attach `edits` ({layer: edit}) as o_proj pre-hooks and submodules; always detached on exit."""
-    handles, o_projs = [], _layers(model)
-    try:
-        for i, edit in edits.items():
-            o_proj = o_projs[i]
-            o_proj.add_module("lofit_edit", edit)
-            handles.append(o_proj.register_forward_pre_hook(lambda mod, args: (mod.lofit_edit(args[0]),) + args[1:]))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for o_proj in o_projs:
-            if "lofit_edit" in o_proj._modules:
-                del o_proj._modules["lofit_edit"]
+    return o_proj_edits(model, edits, "lofit_edit", lambda m, x: m(x))
 
 
 @torch.no_grad()
 def fold_biases(model, biases: Dict[int, tuple]) -> None:
     """b_o += W_O · concat_h(v_h) for every layer with selected heads: {layer: (heads, v (k × d))}."""
-    o_projs = _layers(model)
+    o_projs = attention_outputs(model)
     for i, (heads, v) in biases.items():
         o = o_projs[i]
         edit = HeadEdit(o.in_features // v.shape[1], v.shape[1], list(heads))
         edit.bias.copy_(v)
-        b = o.weight.float() @ edit.offset().float().to(o.weight.device)
-        if o.bias is not None:
-            b = b + o.bias.float()
-        o.bias = nn.Parameter(b.to(o.weight.dtype), requires_grad=False)
+        add_to_bias(o, o.weight.float() @ edit.offset().float().to(o.weight.device))
 
 
 @register("recovery", "lofit", LofitConfig)
@@ -165,6 +147,7 @@ class Lofit(Recovery):
         check_instruction_data(self.cfg.data)
         config = known_config(run.model)
         if config is not None:
+            check_arch(config.get("model_type"), "lofit")
             s = shape_of(config)
             if s["layers"] and s["heads"]:
                 head_count(self.cfg.heads, s["layers"] * s["heads"])
@@ -172,8 +155,9 @@ class Lofit(Recovery):
     def recover(self, model, tokenizer, run, calib, workdir: Path) -> dict:
         cfg, workdir = self.cfg, Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
-        n_heads = [o.in_features // head_dim for o in _layers(model)]
+        check_arch(model.config.model_type, "lofit")
+        head_dim = head_shape(model.config)[1]
+        n_heads = [o.in_features // head_dim for o in attention_outputs(model)]
         k = head_count(cfg.heads, sum(n_heads))
         stored = load_artifacts(workdir, WEIGHTS, META)
         if stored is not None:

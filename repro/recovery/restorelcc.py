@@ -1,4 +1,4 @@
-"""RestoreLCC (recovery=restorelcc): lost-component compensation of a pruned LLaMA (Zhang et al., NeurIPS 2025).
+"""RestoreLCC (recovery=restorelcc): lost-component compensation of a pruned LLM (Zhang et al., NeurIPS 2025).
 
     repro run score=wanda sparsity=0.5 recovery=restorelcc                       # sbert negatives (needs the model)
     repro run model=smollm2-135m env=offline score=wanda sparsity=0.5 recovery=restorelcc   # offline stand-ins
@@ -9,8 +9,10 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    contrastive probes, ranked by validation accuracy; the top `top_heads` (count or fraction) are selected.
 2. Compensation: for every selected head c = V^T beta + b (V = all d_h SVD directions of that head's dZ, frozen;
    beta, b trained, init N(0, init_std=1e-3)), added to the head's slice of the o_proj input at every token (a
-   forward pre-hook owned by `compensate`, removed in `finally`). Trained with repro.recovery.training.fine_tune
-   (transformers Trainer), response-only loss (data.format=alpaca), base weights frozen.
+   forward pre-hook owned by `compensate`, removed on exit; o_proj = the adapter's attention output projection,
+   LLaMA/Mistral `self_attn.o_proj`, OPT `self_attn.out_proj`, repro/recovery/_heads.py). Trained with
+   repro.recovery.training.fine_tune (transformers Trainer), response-only loss (data.format=alpaca), base weights
+   frozen.
    Table 4's ablation axes (repro/recovery/lcc_select.py): `head_selection` = probe (the method) | random (seeded
    by `selection_seed`) | mse | kl ([RECON]: mean KL of the softmaxed dense vs pruned head activations; neither
    MSE nor KL selection is in the reference code) — random/mse/kl train no probe; `compensation` = full | no_bias
@@ -18,9 +20,11 @@ utils/components.py), read and re-expressed; research note losa_restorelcc.md §
    `head_selection` / `compensation_form`).
 3. Export: c is constant, so it is folded into an o_proj bias b_o = W_O · concat(c) (the paper's inference merge;
    the reference code keeps the runtime add). The linear weights are untouched (their zeros stay exactly), the
-   record holds the folded-vs-runtime logit difference. `save_model: true` writes the folded model to
-   `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o, so the saved config sets it and q/k/v get
-   zero biases; plain `AutoModelForCausalLM.from_pretrained` then loads it exactly.
+   record holds the folded-vs-runtime logit difference. OPT's out_proj has a bias already: the fold adds to it.
+   `save_model: true` writes the folded model to `<workdir>/model`: LLaMA has one `attention_bias` flag for q/k/v/o,
+   so the saved config sets it and q/k/v get zero biases (OPT: `enable_bias`, on by default); plain
+   `AutoModelForCausalLM.from_pretrained` then loads it exactly. Mistral's o_proj cannot hold a bias in
+   transformers (no flag), so `save_model: true` is refused there at preflight (its in-process evaluation works).
 
 Task-specific recovery (paper Table 3): `task` = boolq | rte | arc_easy | arc_challenge trains and probes on
 `task_samples` (200: [SEED] "200 BoolQ samples") rows of that task's training split (repro/data/tasks.py: lm-eval's
@@ -39,17 +43,17 @@ Deviations (also experiments/restorelcc/NOTES.md): activations in the model's dt
 init (reference: global RNG); stable tie order for equal accuracies (reference: torch.topk); head index layer*H + h
 (reference: layer*L + h, wrong when L != H); the compensation parameters are fp32 with bf16 autocast on GPU
 (reference: bf16 parameters); no `[PAD]` token is added (the reference adds one and resizes the embeddings); no
-`set_detect_anomaly`; negatives=lexical is an offline stand-in for SBERT; LLaMA-architecture models only (model_type
-llama). Tasks: the reference's task files are not shipped, so its prompts are taken as lm-eval's (its targets and
-response template match them), drawn as a seeded subset of the hub's train split; ARC's negative excludes the gold
-choice by its index (the reference's index -1 quirk, when the gold text is not among the choices, cannot occur).
+`set_detect_anomaly`; negatives=lexical is an offline stand-in for SBERT; model types llama, mistral, opt (the
+reference: LLaMA only, its own modelling file). Tasks: the reference's task files are not shipped, so its prompts
+are taken as lm-eval's (its targets and response template match them), drawn as a seeded subset of the hub's train
+split; ARC's negative excludes the gold choice by its index (the reference's index -1 quirk, when the gold text is
+not among the choices, cannot occur).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +68,9 @@ from repro.methods.base import MethodConfig
 from repro.recovery._dense import save_tensors
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected
-from repro.recovery.lcc_probe import capture_head_inputs, head_dim_of, o_proj_pre_hooks, probe_heads  # noqa: F401
+from repro.recovery._heads import (add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits,  # noqa: F401
+                                    o_proj_pre_hooks, save_folded)  # (o_proj_pre_hooks, save_folded: re-exported)
+from repro.recovery.lcc_probe import capture_head_inputs, probe_heads  # noqa: F401
 from repro.recovery.lcc_select import COMPENSATIONS, SELECTIONS, choose_heads
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
@@ -72,7 +78,6 @@ from repro.registry import register
 log = logging.getLogger(__name__)
 TASKS = ("alpaca",) + tuple(TASK_DATA)     # alpaca = general recovery (recovery.data); the others: repro/data/tasks.py
 LABEL_SWAP = ("boolq", "rte")              # two fixed answers: the negative is the other one (no similarity model)
-ARCHS = ("llama",)
 
 
 def _training() -> TrainingConfig:     # RestoreLCC_train.py:216-233 + train.sh (see conf/recovery/restorelcc.yaml)
@@ -149,15 +154,13 @@ def known_architecture(model_cfg) -> dict | None:
     spec = known_config(model_cfg)
     if spec is None or "num_attention_heads" not in spec:
         return None
-    heads = spec["num_attention_heads"]
+    heads, head_dim = head_shape(spec)
     return {"model_type": spec.get("model_type"), "layers": spec["num_hidden_layers"], "heads": heads,
-            "head_dim": spec.get("head_dim") or spec["hidden_size"] // heads}
+            "head_dim": head_dim}
 
 
 def check_architecture(arch: dict, cfg: RestoreLccConfig) -> None:
-    if arch["model_type"] not in ARCHS:
-        raise ConfigError("recovery.name", "restorelcc", f"a model of type {', '.join(ARCHS)} "
-                          f"(this one is {arch['model_type']!r}): the o_proj bias fold is LLaMA-specific")
+    check_arch(arch["model_type"], "restorelcc", cfg.save_model)
     n_selected(cfg.top_heads, arch["layers"] * arch["heads"])
     if cfg.k > arch["head_dim"]:
         raise ConfigError("recovery.k", cfg.k, f"at most the head dimension ({arch['head_dim']})")
@@ -208,58 +211,28 @@ class HeadCompensation(nn.Module):
 def live_heads(model, n_heads: int) -> torch.Tensor:
     """(layers, heads) bool: a head is live unless its o_proj input columns are all zero (removed by SlimGPT)."""
     rows = []
-    for layer in model.model.layers:
-        w = layer.self_attn.o_proj.weight
+    for o_proj in attention_outputs(model):
+        w = o_proj.weight
         rows.append((w.reshape(w.shape[0], n_heads, -1) != 0).any(dim=2).any(dim=0).cpu())
     return torch.stack(rows)
 
 
-@contextmanager
 def compensate(model, comps: dict[int, HeadCompensation]):
-    """Attach `comps` (layer -> module) as `self_attn.restorelcc` and add their vectors before o_proj; always undone."""
-    layers = model.model.layers
-    for i, m in comps.items():
-        layers[i].self_attn.restorelcc = m
-
-    def add(i, args):
-        if i in comps:
-            return (args[0] + comps[i].vector().to(args[0].dtype),) + tuple(args[1:])
-    try:
-        with o_proj_pre_hooks(model, add):
-            yield
-    finally:
-        for i in comps:
-            del layers[i].self_attn.restorelcc
+    """Attach `comps` (layer -> module) as `o_proj.restorelcc` and add their vectors before o_proj; always undone."""
+    return o_proj_edits(model, comps, "restorelcc", lambda m, x: x + m.vector().to(x.dtype))
 
 
 @torch.no_grad()
 def fold_into_o_proj(model, comps: dict[int, dict[int, torch.Tensor]]) -> int:
     """o_proj.bias += W_O · concat(c) per layer ({layer: {head: c}}); returns the number of bias entries added."""
-    head_dim = head_dim_of(model.config)
-    added = 0
+    head_dim = head_shape(model.config)[1]
+    o_projs, added = attention_outputs(model), 0
     for i, per_head in comps.items():
-        o = model.model.layers[i].self_attn.o_proj
+        o = o_projs[i]
         b = fold_bias(o.weight.double(), {h: c.double() for h, c in per_head.items()}, head_dim)
-        if o.bias is None:
-            o.bias = nn.Parameter(b.to(o.weight.dtype), requires_grad=False)
-            added += b.numel()
-        else:
-            o.bias += b.to(o.bias.dtype)
+        added += b.numel() if o.bias is None else 0
+        add_to_bias(o, b)
     return added
-
-
-@torch.no_grad()
-def save_folded(model, tokenizer, out: Path) -> None:
-    """Save a folded LLaMA so that plain transformers loads it: attention_bias=True and zero q/k/v biases."""
-    for layer in model.model.layers:
-        a = layer.self_attn
-        for lin in (a.q_proj, a.k_proj, a.v_proj, a.o_proj):
-            if lin.bias is None:
-                lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype,
-                                                    device=lin.weight.device), requires_grad=False)
-    model.config.attention_bias = True
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
 
 
 def _save_comps(path: Path, comps: dict[int, HeadCompensation]) -> None:
@@ -294,7 +267,7 @@ class RestoreLccRecovery(Recovery):
         cfg, workdir = self.cfg, Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         mc = model.config
-        n_layers, n_heads, head_dim = mc.num_hidden_layers, mc.num_attention_heads, head_dim_of(mc)
+        n_layers, (n_heads, head_dim) = len(attention_outputs(model)), head_shape(mc)
         check_architecture({"model_type": mc.model_type, "layers": n_layers, "heads": n_heads, "head_dim": head_dim},
                            cfg)
         comp_file, train_file = workdir / "compensation.safetensors", workdir / "training.json"
@@ -322,7 +295,7 @@ class RestoreLccRecovery(Recovery):
         cfg = self.cfg
         data = train_data(cfg)
         rows = list(load_rows(data))
-        n_heads = model.config.num_attention_heads
+        n_heads = head_shape(model.config)[0]
         live = live_heads(model, n_heads)
         selected, dirs, how = choose_heads(model, tokenizer, rows, cfg, run, Path(run.paths.results), prune_id, live)
         by_layer: dict[int, list[int]] = {}
@@ -331,7 +304,7 @@ class RestoreLccRecovery(Recovery):
         device = next(model.parameters()).device
         g = torch.Generator().manual_seed(cfg.training.seed)
         comps = {i: HeadCompensation(hs, None if dirs is None else dirs[i, hs], n_heads, cfg.init_std, g,
-                                     cfg.compensation, head_dim_of(model.config)).to(device)
+                                     cfg.compensation, head_shape(model.config)[1]).to(device)
                  for i, hs in by_layer.items()}
         out = {**how, "heads_live": int(live.sum()), "heads_selected": len(selected),
                "selected": [[f // n_heads, f % n_heads] for f in sorted(selected)]}
