@@ -1,7 +1,7 @@
 """LoFiT: localized fine-tuning of attention-head representations, as a recovery baseline (`recovery=lofit`).
 
-Paper: Yin et al., "LoFiT: Localized Fine-tuning on LLM Representations" (NeurIPS 2024); reference code fc2023/LoFiT
-(`lofit_trainer.py`, read through the code index: no snapshot could be fetched in this session). RestoreLCC (whose
+Paper: Yin et al., "LoFiT: Localized Fine-tuning on LLM Representations" (NeurIPS 2024); reference code fc2869/lo-fit
+@ebd344a (`lofit_trainer.py`, `models/modeling_llama.py`, `utils/trainers.py`). RestoreLCC (whose
 own code is derived from LoFiT) compares against it with "10%, 20% and 30% of the heads, best reported" [SEED].
 
     repro run score=wanda sparsity=0.5 recovery=lofit                    # 10% of the heads
@@ -25,8 +25,13 @@ RestoreLCC's (the 2k Alpaca subset with completion-only loss, 3 epochs, batch 8,
 output projection, OPT `self_attn.out_proj` whose existing bias the fold adds to; repro/recovery/_heads.py).
 Deviations: the edit is a forward pre-hook on o_proj (LoFiT edits a custom LLaMA modelling file);
 heads are counted per layer from o_proj's input width (a structured model with fewer heads in a layer works);
-padding-token positions are edited too, as in LoFiT (their loss is masked). Artifacts: `workdir/lofit.safetensors`
-(selected heads and biases per layer) and `lofit.json`; reused by an evaluation-only change.
+padding-token positions are edited too, as in LoFiT (their loss is masked); the L1 term is left out of evaluation
+losses (LoFiT's compute_loss adds it to its eval loss too: reported numbers only, its scripts keep no best checkpoint);
+exact ties of ‖A_h‖ rank the lower layer·H + head first (LoFiT: numpy's unstable argsort, order size-dependent).
+Golden test: tests/test_lofit_golden.py against LoFiT's own modelling file, compute_loss and selection block
+(tools/golden/lofit_fixture.py): logits ~1e-6, loss bit-identical, A after 3 Trainer steps ~1e-7, same top heads.
+Artifacts: `workdir/lofit.safetensors` (selected heads and biases per layer) and `lofit.json`; reused by an
+evaluation-only change.
 """
 from __future__ import annotations
 
@@ -86,16 +91,28 @@ def head_count(fraction: float, total: int) -> int:
     return k
 
 
-def top_heads(scores: List[torch.Tensor], k: int) -> Dict[int, List[int]]:
-    """The k (layer, head) pairs with the largest scores over all layers (stable order on ties), per layer."""
+def rank_heads(scores: List[torch.Tensor]) -> List[tuple]:
+    """All (layer, head) pairs by descending score over all layers (LoFiT: argsort of the flattened L×H norms);
+    exact ties: lower layer·H + head first (stable; the reference's numpy quicksort leaves tie order unspecified)."""
     flat = torch.cat([s.flatten() for s in scores])
     owner = torch.cat([torch.full((s.numel(),), i) for i, s in enumerate(scores)])
     local = torch.cat([torch.arange(s.numel()) for s in scores])
-    chosen = torch.argsort(flat, descending=True, stable=True)[:k]
+    order = torch.argsort(flat, descending=True, stable=True)
+    return [(int(owner[j]), int(local[j])) for j in order]
+
+
+def top_heads(scores: List[torch.Tensor], k: int) -> Dict[int, List[int]]:
+    """The k (layer, head) pairs with the largest scores over all layers, per layer (ascending head index)."""
     out: Dict[int, List[int]] = {}
-    for j in sorted(chosen.tolist(), key=lambda j: (int(owner[j]), int(local[j]))):
-        out.setdefault(int(owner[j]), []).append(int(local[j]))
+    for layer, head in sorted(rank_heads(scores)[:k]):
+        out.setdefault(layer, []).append(head)
     return out
+
+
+def l1_penalty(scales, l1_lambda: float) -> torch.Tensor:
+    """LoFiT's step-1 regulariser λ·Σ|A| over every scaling vector (CustomSFTTrainer.compute_loss: all trainable
+    parameters, which in step 1 are exactly the A's)."""
+    return l1_lambda * sum(e.scale.abs().sum() for e in scales)
 
 
 class HeadEdit(nn.Module):
@@ -190,7 +207,7 @@ class Lofit(Recovery):
             with edits_on(model, dict(enumerate(scales))):
                 report["selection"] = fine_tune(model, tokenizer, train, val, sel_cfg, workdir / "select",
                                                 desc="LoFiT head selection",
-                                                regularizer=lambda: l1 * sum(e.scale.abs().sum() for e in scales))
+                                                regularizer=lambda: l1_penalty(scales, l1))
             chosen = top_heads([e.scale.detach().float().norm(dim=1).cpu() for e in scales], k)
             report["selected"] = [[i, h] for i, hs in sorted(chosen.items()) for h in hs]
             edits = {i: HeadEdit(n_heads[i], head_dim, hs, cfg.init_std, gen).to(device, dtype)

@@ -32,7 +32,7 @@ mkdir -p "$SRC"
 grep -v '^#' "$ROOT/tools/golden/refs.txt" | while read -r repo commit paths; do
   [ -z "$repo" ] && continue
   dest="$SRC/${repo/\//+}"
-  [ -d "$dest/lib" ] || [ -f "$dest/sparsegpt.py" ] && continue
+  [ -d "$dest/lib" ] || [ -f "$dest/sparsegpt.py" ] || [ -f "$dest/lofit_trainer.py" ] && continue
   mkdir -p "$dest"
   # shellcheck disable=SC2086  # $paths: optional list of paths to export (NeuroAL: its tree has an LFS-sized file)
   if [ -n "${MIRRORS:-}" ]; then
@@ -66,4 +66,7 @@ while read -r repo model case; do
 done < "$WORK/plan.txt"
 (cd "$ROOT" && "$PY" tools/golden/pack.py "$WORK" tools/golden/refs.txt "$WORK/ref_versions.json" \
   "tools/golden/make_fixtures.sh (commit $(git -C "$ROOT" rev-parse --short HEAD))")
+# LoFiT (tests/golden/lofit_reference.pt): its own script, reference code run unmodified (see its docstring)
+"$VENV/bin/python" "$ROOT/tools/golden/lofit_fixture.py" --src "$SRC/fc2869+lo-fit" > "$WORK/out/lofit.log" 2>&1 \
+  || echo "FAILED: lofit (log: $WORK/out/lofit.log)" >&2
 du -ch "$ROOT"/tests/golden/* | tail -1
