@@ -116,42 +116,20 @@ def test_bad_restorelcc_input_is_refused_before_loading(override, field):
     assert e.value.field_name == field
 
 
-def test_sbert_negatives_unavailable_offline_is_a_config_error(tmp_path):
+def test_sbert_negatives_unavailable_offline_is_a_config_error(tmp_path, monkeypatch):
+    """The hub id offline, a missing directory, and no sentence-transformers: ConfigErrors before loading (the real
+    encoder on a local directory: tests/test_restorelcc_sbert.py)."""
     from repro.run import preflight
-    installed = importlib.util.find_spec("sentence_transformers") is not None
-    with pytest.raises(ConfigError) as e:                        # env=offline alone picks lexical; ask for sbert
-        preflight(compose_run(*TINY, "recovery_budget.negatives=sbert"))
-    assert e.value.field_name == ("recovery.sbert_model" if installed else "recovery.negatives")
+    for override in ((), (f"recovery.sbert_model={tmp_path}/none",), ("recovery.sbert_model=./no-such-sbert-dir",)):
+        with pytest.raises(ConfigError) as e:                    # env=offline alone picks lexical; ask for sbert
+            preflight(compose_run(*TINY, "recovery_budget.negatives=sbert", *override))
+        assert e.value.field_name == "recovery.sbert_model"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sentence_transformers"
+                        else real(name, *a))
     with pytest.raises(ConfigError) as e:
-        preflight(compose_run(*TINY, "recovery_budget.negatives=sbert", f"recovery.sbert_model={tmp_path}/none"))
-    assert e.value.field_name == ("recovery.sbert_model" if installed else "recovery.negatives")
-
-
-def test_sbert_negatives_call_sentence_transformers_with_the_configured_model(monkeypatch):
-    import sys
-    import types
-
-    from repro.recovery.lcc_math import word_counts
-    from repro.recovery.lcc_probe import probe_pairs
-    seen = {}
-
-    class FakeEncoder:                                           # stands in for sentence_transformers.SentenceTransformer
-        def __init__(self, name):
-            seen["model"] = name
-
-        def encode(self, texts, convert_to_numpy=True):
-            seen["texts"] = list(texts)
-            return word_counts(texts).numpy()
-
-    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(SentenceTransformer=FakeEncoder))
-    cfg = compose_run(*TINY, "recovery_budget.negatives=sbert").recovery
-    outs = ["the cat sat", "a cat sat down", "stock prices fell", "prices fell sharply today"]
-    rows = [{"instruction": f"q{i}", "input": "", "output": o} for i, o in enumerate(outs)]
-    prompts, pos, neg, rep = probe_pairs(rows, cfg)
-    assert seen["model"] == cfg.sbert_model and seen["texts"] == [" " + o for o in outs]
-    assert rep["negatives"] == "sbert" and "standin" not in rep
-    assert pos[0] == prompts[0] + " the cat sat" and neg[0] == prompts[0] + " a cat sat down"
-    assert neg[2] == prompts[2] + " prices fell sharply today"
+        preflight(compose_run(*TINY, "recovery_budget.negatives=sbert", f"recovery.sbert_model={tmp_path}"))
+    assert e.value.field_name == "recovery.negatives" and "pip install" in str(e.value)
 
 
 def test_unsupported_model_type_is_refused_before_loading():

@@ -6,6 +6,10 @@ own code is derived from LoFiT) compares against it with "10%, 20% and 30% of th
 
     repro run score=wanda sparsity=0.5 recovery=lofit                    # 10% of the heads
     repro run score=wanda sparsity=0.5 recovery=lofit recovery.heads=0.3
+    repro run score=wanda sparsity=0.6 recovery=lofit recovery.data.task=boolq recovery.data.subset=200   # Table 3
+
+Task-specific (RestoreLCC Table 3): `data.task` trains both steps on that task's rows (repro/data/instruct.py,
+repro/data/tasks.py: lm-eval's prompt, loss on the gold answer only; `data.subset` = the sample count).
 
 Each head h of layer l edits its slice z of the o_proj INPUT (the head's output) at every token:
 

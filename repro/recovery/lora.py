@@ -3,6 +3,10 @@
     repro run score=wanda sparsity=0.5 recovery=lora          # the papers' "+LoRA": a dense adapter, kept unmerged
     repro run score=wanda sparsity=0.5 recovery=dora          # DoRA (peft use_dora), kept unmerged
     repro run score=wanda sparsity=0.5 recovery=masked_lora   # delta ⊙ 1[W≠0], merged: exactly as sparse as before
+    repro run score=wanda sparsity=0.6 recovery=lora recovery.data.format=alpaca recovery.data.task=boolq   # Table 3
+
+Task-specific (RestoreLCC Table 3): `data.task` trains on that task's rows (repro/data/tasks.py: lm-eval's prompt,
+loss on the gold answer only, so `data.format` must be alpaca; `data.subset` = the sample count).
 
 Defaults are LoSA's baseline (wzhuang-xmu/LoSA main.py:68-85, 157-195: r=8, α=16, dropout 0.1, the 7 linears,
 alpaca-gpt4 `text`, lr 2e-4); RestoreLCC's LoRA/DoRA rows override them (conf/experiment/restorelcc/).

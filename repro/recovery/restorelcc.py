@@ -32,6 +32,10 @@ prompt ending "\nAnswer:", completion = the gold answer " yes"/" no", " True"/" 
 loss on the completion only, as the reference's response template "\nAnswer:"); probe negatives swap the label
 (BoolQ/RTE) or take the most similar other choice (ARC; `negatives` sbert/lexical as for Alpaca). `task: alpaca`
 is the general recovery on `data`. Offline: synthetic stand-in rows (env=offline `data.task_path`).
+Why `recovery.task` and not `recovery.data.task` (the baselines' spelling, recovery=lofit|lora|dora): here the task
+also picks the probe pairs (label swap / most similar choice) and has the value `alpaca`, `task_samples` (200)
+replaces the Alpaca subset (2000), and both fields are in every stored RestoreLCC run's identity; `data.task` is
+refused with a ConfigError naming `recovery.task` (train_data() maps one onto the other).
 
 Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and
 beta / b where trained) and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
