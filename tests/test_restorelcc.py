@@ -11,7 +11,8 @@ import torch
 
 from conftest import compose_run
 from repro.config import ConfigError
-from repro.recovery.restorelcc import HeadCompensation, compensate, fold_into_o_proj, save_folded
+from repro.recovery._heads import save_folded
+from repro.recovery.restorelcc import HeadCompensation, compensate, fold_into_o_proj
 
 TINY = ("model=tiny-llama", "env=offline", "score=wanda", "sparsity=0.5", "recovery=restorelcc",
         "recovery.top_heads=4", "eval.ppl.max_windows=1", "recovery_budget.training.max_steps=2",

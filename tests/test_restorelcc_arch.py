@@ -11,7 +11,9 @@ from conftest import compose_run
 from repro.config import ConfigError
 from repro.models.adapter import adapter_for
 from repro.recovery._heads import attention_outputs, head_shape
-from repro.recovery.restorelcc import HeadCompensation, capture_head_inputs, compensate, fold_into_o_proj, save_folded
+from repro.recovery._heads import save_folded
+from repro.recovery.lcc_probe import capture_head_inputs
+from repro.recovery.restorelcc import HeadCompensation, compensate, fold_into_o_proj
 from test_restorelcc import TINY, _pruned, _zeros
 
 TYPES = ["llama", "mistral", "opt", "opt_nobias"]

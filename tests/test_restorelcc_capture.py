@@ -1,6 +1,7 @@
 import torch
 
-from repro.recovery.restorelcc import capture_head_inputs, o_proj_pre_hooks
+from repro.recovery._heads import o_proj_pre_hooks
+from repro.recovery.lcc_probe import capture_head_inputs
 
 
 def test_capture_last_token_per_head_and_hooks_removed(tiny_llama):

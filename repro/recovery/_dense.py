@@ -25,8 +25,10 @@ from repro.models.loading import known_config  # noqa: F401  (re-exported for eo
 
 def shape_of(config: dict) -> dict:
     """hidden, intermediate, layers, heads, kv_heads, head_dim of a LLaMA-style config dict (None where absent)."""
+    from repro.models.adapter import head_dim as head_dim_of
+
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
-    head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
+    head_dim = head_dim_of(config) if hidden and heads else config.get("head_dim")
     return {"hidden": hidden, "intermediate": config.get("intermediate_size"),
             "layers": config.get("num_hidden_layers"), "heads": heads,
             "kv_heads": config.get("num_key_value_heads") or heads, "head_dim": head_dim}

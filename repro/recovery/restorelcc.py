@@ -72,9 +72,7 @@ from repro.methods.base import MethodConfig
 from repro.recovery._dense import save_tensors
 from repro.recovery.base import Recovery
 from repro.recovery.lcc_math import compensation, fold_bias, n_selected
-from repro.recovery._heads import (add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits,  # noqa: F401
-                                    o_proj_pre_hooks, save_folded)  # (o_proj_pre_hooks, save_folded: re-exported)
-from repro.recovery.lcc_probe import capture_head_inputs, probe_heads  # noqa: F401
+from repro.recovery._heads import add_to_bias, attention_outputs, check_arch, head_shape, o_proj_edits, save_folded
 from repro.recovery.lcc_select import COMPENSATIONS, SELECTIONS, choose_heads
 from repro.recovery.training import TrainingConfig, fine_tune
 from repro.registry import register
