@@ -23,7 +23,7 @@ the fine-tuning. The loss curve is `workdir/loss_curve.{json,png}`.
 On a structured prune (pattern=structured, SlimGPT) the run first cuts the model to its physically smaller form
 (`slims_structured`, repro/run_steps.py `slim_for_recovery`), as the paper's LoRA/DoRA rows start from SlimGPT's
 smaller checkpoint: on the zeroed model a LoRA delta would grow the removed heads and channels back, and DoRA's
-column norms divide by the removed rows' zero norms (NaN).
+weight norm per output row is zero for the removed rows and divides (NaN).
 """
 from __future__ import annotations
 
