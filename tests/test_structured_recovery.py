@@ -1,8 +1,8 @@
 """LoRA/DoRA on a structured prune train on the physically smaller model; a diverged fine-tuning fails the run.
 
 Found on SmolLM2 (experiments/restorelcc/NOTES.md, offline proof table): DoRA on SlimGPT's zeroed model gave a NaN
-perplexity recorded as ok — its per-output-row weight norm is zero for the removed heads' rows and divides, and the Trainer's log
-filter hid the NaN loss — and a dense LoRA delta grows the removed heads back."""
+perplexity recorded as ok — its per-output-row weight norm is zero for the removed heads' rows and divides, and
+the Trainer's log filter hid the NaN loss — and a dense LoRA delta grows the removed heads back."""
 from __future__ import annotations
 
 import math
