@@ -82,7 +82,8 @@ def prune(run, record, model, tokenizer, adapter, calib) -> None:
                 record["protocol"]["calibration"] = manifest["report"]["calibration"]
         record["prune"] = {k: v for k, v in manifest["report"].items() if k != "calibration"}
         record["pruned_model"] = {"prune_id": run.prune_id, "path": str(path), "reused": reused,
-                                  "updated_weights": len(manifest["updated_weights"])}
+                                  "updated_weights": len(manifest["updated_weights"]),
+                                  "built_by": manifest.get("built_by")}     # the commit whose code pruned
         log.info("%s pruned model %s", "reused" if reused else "stored", path)
     record["timings"]["prune_s"] = time.perf_counter() - t
     record["sparsity"] = measure_sparsity(model, adapter)

@@ -4,7 +4,8 @@
 
 Stages and their identities (each a SHA-256 prefix of canonical JSON, repro/record.py):
 - **prune**   `prune_id`: model (its config and the content fingerprint of local weights), calibration (config and
-  local-file fingerprint, only when the method calibrates), score, allocation, pattern, engine, sparsity, seed.
+  local-file fingerprint, only when the method calibrates), score, allocation, pattern, engine, sparsity, seed, and
+  the versions of code changes that changed this config's numbers (repro/numerics.py; absent when none apply).
   The pruned model is stored under `results/pruned/<prune_id>/` (repro/store.py) and reused by every run of it.
 - **recover** `recover_id`: the prune id + the recovery config (its work folder: `results/recovered/<recover_id>/`).
 - **evaluate** `identity`: everything above + the evaluation config and the evaluation data fingerprints; it names
@@ -61,21 +62,31 @@ class Run:
 
 def identity_fields(cfg: RunConfig, needs_calib: bool, prunes: bool) -> dict:
     from repro.fingerprint import input_fingerprints
+    from repro.numerics import run_numerics
 
     plain = to_plain(cfg)
-    return rec.identity_fields(plain, dense=not prunes, needs_calib=needs_calib, inputs=input_fingerprints(plain))
+    fields = rec.identity_fields(plain, dense=not prunes, needs_calib=needs_calib, inputs=input_fingerprints(plain))
+    numerics = run_numerics(plain, prunes)
+    if numerics:                    # code changes that changed this config's numbers (repro/numerics.py)
+        fields["numerics"] = numerics
+    return fields
+
+
+def _stage_numerics(fields: dict, stage: str) -> dict:
+    numerics = fields.get("numerics", {}).get(stage)
+    return {"numerics": {stage: numerics}} if numerics else {}
 
 
 def prune_fields(fields: dict) -> dict:
     inputs = {k: v for k, v in fields.get("inputs", {}).items() if k.split(".")[0] in ("model", "calib")}
-    out = {k: fields[k] for k in PRUNE_KEYS if k in fields}
+    out = {**{k: fields[k] for k in PRUNE_KEYS if k in fields}, **_stage_numerics(fields, "prune")}
     return {**out, "inputs": inputs} if inputs else out
 
 
 def recover_fields(fields: dict, prune_id) -> dict:
     """What defines a recover stage: the pruned model, the recovery config and the content of its local data."""
     inputs = {k: v for k, v in fields.get("inputs", {}).items() if k.startswith("recovery.")}
-    out = {"prune_id": prune_id, "recovery": fields.get("recovery")}
+    out = {"prune_id": prune_id, "recovery": fields.get("recovery"), **_stage_numerics(fields, "recover")}
     if "recovery_model" in fields:          # e.g. "slim": the adapter is trained on the physically smaller model
         out["recovery_model"] = fields["recovery_model"]
     return {**out, "inputs": inputs} if inputs else out

@@ -6,8 +6,9 @@ same prune reuses it instead of pruning again:
 - `weights.safetensors`  the full weights of every linear a weight-updating method pruned (`Scorer.updates_weights`:
                    SparseGPT, ALPS); a mask-only method (magnitude, Wanda, DSnoT...) stores none. The method declares
                    it (no copy of the dense weights is kept to compare with; tests/test_store.py checks each claim);
-- `manifest.json`  the prune report (allocation report included), each linear's shape and zero count, and the
-                   SHA-256 of both files. Written last: a folder without a manifest is not a stored prune.
+- `manifest.json`  the prune report (allocation report included), each linear's shape and zero count, the
+                   SHA-256 of both files and `built_by` (the git commit of the code that pruned; a record that
+                   reuses the prune carries it). Written last: a folder without a manifest is not a stored prune.
 A stored prune is verified before reuse (file checksums, then each linear's zero count and shape after applying
 it to the freshly loaded dense model) and rebuilt when anything disagrees. It is written to a temporary folder and
 renamed into place; `prune_lock` (a file lock next to it) makes two jobs of the same prune build it once.
@@ -70,8 +71,10 @@ def save(model, adapter, path: Path, report: dict, changed: set) -> dict:
         if updated:
             save_file({n: linears[n].weight.detach().cpu().contiguous() for n in updated}, str(tmp / WEIGHTS))
             files[WEIGHTS] = _sha256(tmp / WEIGHTS)
+        from repro.record import git_commit
+
         manifest = {"store_version": STORE_VERSION, "report": report, "layers": layers,
-                    "updated_weights": updated, "files": files}
+                    "updated_weights": updated, "files": files, "built_by": git_commit()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         if path.exists():
             shutil.rmtree(path)

@@ -44,26 +44,54 @@ def add_runs(run_dirs, published: Path = PUBLISHED) -> list:
     return out
 
 
-def rekey(published: Path = PUBLISHED) -> list:
-    """Move published records whose identity the current code computes differently (an identity rule changed, e.g.
-    input fingerprints) to their new identity; metrics untouched, `identity_fields` recomputed. Returns the moves."""
+def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
+    """Move published records whose identity lacks a code change that now names their method (repro/numerics.py)
+    to the identity the current code computes: their own `identity_fields` with today's `numerics`, so nothing is
+    re-resolved from paths of the machine that made them. Metrics untouched; `identity`, `identity_fields`,
+    `prune_id`, `recover_id`, `run_dir` recomputed; the move noted under `rekeyed`.
+    A record moves only when the code that made it already had the change: its `versions.git_commit` and, for a
+    reused prune, the commit that built the prune (`pruned_model.built_by`, else the published record that built
+    it) must contain the change's commit. Returns (moves [(old, new)], stale [(identity, why)]); a stale record
+    stays where it is (the collector skips it) until it is rerun."""
     import json
 
-    from repro.stages import resolve
+    from repro.numerics import contains, outdated, run_numerics
+    from repro.record import identity_of_fields
+    from repro.stages import prune_fields, recover_fields
 
-    moves = []
-    for path in sorted((published / "runs").glob("*/result.json")):
-        record = json.loads(path.read_text())
-        run = resolve(record["config"])
-        if run.identity == record["identity"]:
+    paths = sorted((published / "runs").glob("*/result.json"))
+    records = {path: json.loads(path.read_text()) for path in paths}
+    builders = {r["pruned_model"]["prune_id"]: (r.get("versions") or {}).get("git_commit")
+                for r in records.values() if (r.get("pruned_model") or {}).get("reused") is False}
+    moves, stale = [], []
+    for path, record in records.items():
+        fields = dict(record.get("identity_fields") or {})
+        numerics = run_numerics(record.get("config") or {}, prunes="sparsity" in fields)
+        changes = outdated(fields.get("numerics"), numerics)
+        if not changes:
             continue
-        record.update(identity=run.identity, identity_fields=run.fields, run_dir=f"results/runs/{run.identity}")
-        dst = published / "runs" / run.identity / "result.json"
+        made_by = [(record.get("versions") or {}).get("git_commit")]
+        pruned = record.get("pruned_model") or {}
+        if pruned.get("reused"):
+            made_by.append(pruned.get("built_by") or builders.get(pruned.get("prune_id")))
+        missing = [c for c in changes if not all(contains(commit, c) for commit in made_by)]
+        if missing:
+            stale.append((record["identity"], "made by code without " + ", ".join(c.commit for c in missing)))
+            continue
+        fields.pop("numerics", None)
+        fields.update({"numerics": numerics} if numerics else {})
+        prune_id = identity_of_fields(prune_fields(fields)) if record.get("prune_id") else None
+        recover_id = identity_of_fields(recover_fields(fields, prune_id)) if record.get("recover_id") else None
+        new = identity_of_fields(fields)
+        note = {"from": record["identity"], "numerics": [c.commit for c in changes]}
+        record.update(identity=new, identity_fields=fields, prune_id=prune_id, recover_id=recover_id,
+                      run_dir=f"results/runs/{new}", rekeyed=[*record.get("rekeyed", []), note])
+        dst = published / "runs" / new / "result.json"
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(json.dumps(record, indent=2, default=str))
         shutil.rmtree(path.parent)
-        moves.append((path.parent.name, run.identity))
-    return moves
+        moves.append((note["from"], new))
+    return moves, stale
 
 
 def demo_block(published: Path = PUBLISHED) -> str:
@@ -131,15 +159,19 @@ def stale_files(published: Path = PUBLISHED) -> list:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m repro.collect.publish", description=__doc__.splitlines()[0])
     p.add_argument("--add", nargs="+", metavar="RUN_DIR", help="publish these runs' records first")
-    p.add_argument("--rekey", action="store_true", help="move published records to the identities the code computes now")
+    p.add_argument("--rekey", action="store_true",
+                   help="move published records made after a numerics change to the identities it gives them")
     p.add_argument("--check", action="store_true", help="exit 1 if README.md or results/tables/ are stale")
     args = p.parse_args(argv)
     if args.add:
         for path in add_runs(args.add):
             print(path)
     if args.rekey:
-        for old, new in rekey():
+        moves, stale = rekey()
+        for old, new in moves:
             print(f"re-keyed {old} -> {new}")
+        for ident, why in stale:
+            print(f"stale, not moved (rerun it): {ident}: {why}", file=sys.stderr)
     if args.check:
         stale = stale_files()
         if stale:

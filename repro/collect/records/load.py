@@ -7,7 +7,8 @@ Records are the source of truth (docs/record.md). Two records with the same iden
 (e.g. the same run copied into two results directories): the collector counts it once, keeping the newest.
 Records of an older `schema_version` are upgraded by the functions in `MIGRATIONS` (version -> record of
 version + 1); a record too old for the chain, or written by a newer repro, is skipped with a message that says
-what to do (rerun it with `force=true`, or upgrade repro).
+what to do (rerun it with `force=true`, or upgrade repro). A record made before a code change that changed its
+config's numbers (repro/numerics.py) is skipped too, naming the change.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable
 
+from repro.numerics import record_staleness
 from repro.record import RECORD_FILE, SCHEMA_VERSION
 from repro.collect.yamlio import DataFileError
 
@@ -88,6 +90,10 @@ def load_records(results: str | Path | Iterable, include_failed: bool = False) -
                 continue
             if rec.get("status") != "ok" and not include_failed:
                 out.skipped.append((str(path), f"status {rec.get('status')!r}"))
+                continue
+            stale = record_staleness(rec)
+            if stale:
+                out.skipped.append((str(path), stale))
                 continue
             rec.setdefault("run_dir", str(path.parent))
             ident = rec.get("identity") or str(path.parent)
