@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+from repro.record import dotted_get
+
 STAGES = ("prune", "recover", "evaluate")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,7 @@ class Change:
     what: str                   # one line: what changed and how it shows
 
     def applies(self, plain_cfg: dict) -> bool:
-        return all(_get(plain_cfg, key) == value for key, value in self.when.items())
+        return all(dotted_get(plain_cfg, key) == value for key, value in self.when.items())
 
 
 CHANGES: tuple = (
@@ -50,15 +52,6 @@ CHANGES: tuple = (
            "N:M groups: per-group OBS errors from precomputed closed-form solutions and two-level lazy updates; "
            "weights move by <= 2.4e-6, masks differ at fp32 near-ties (SmolLM2 2:4 WikiText-2 131.59 -> 129.54)"),
 )
-
-
-def _get(cfg: dict, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def numerics_fields(plain_cfg: dict, changes=None) -> dict:

@@ -39,6 +39,15 @@ NON_IDENTITY_KEYS = (
 )
 
 
+def dotted_get(node, dotted: str):
+    """d['a']['b'] for 'a.b'; None when any part is missing."""
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def _drop(d: dict, dotted: str) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:

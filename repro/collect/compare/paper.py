@@ -29,9 +29,10 @@ from repro.collect.cells.layouts import AxisItem, Layout, Table
 from repro.collect.cells.paper import EXPERIMENTS_DIR, load_paper
 from repro.collect.cells.reported import ReportedEntry, ReportedSet
 from repro.collect.compare.protocol import deviations, method_deviations
-from repro.collect.records.fields import config_value, record_key_fields
+from repro.collect.records.fields import record_key_fields
 from repro.collect.records.load import RecordSet, variant_id
 from repro.collect.yamlio import DataFileError
+from repro.record import dotted_get
 
 @dataclass
 class Cell:
@@ -117,7 +118,7 @@ def record_matches(record: dict, key: CellKey) -> bool:
             return False
         if rk["sparsity"] is None or key.sparsity is None or abs(float(rk["sparsity"]) - key.sparsity) > 1e-6:
             return False
-    return all(config_value(record, k) == v for k, v in key.extra)
+    return all(dotted_get(record, k) == v for k, v in key.extra)
 
 
 def tolerance_for(metric_name: str, reported: ReportedEntry, tolerances: dict) -> tuple:

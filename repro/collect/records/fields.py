@@ -1,5 +1,5 @@
-"""What a run record says of itself, read without a paper: its key fields in the reported tables' vocabulary, any
-`config.<path>` value (nested sections flatten with repro.record.flatten)."""
+"""What a run record says of itself, read without a paper: its key fields in the reported tables' vocabulary (any
+other `config.<path>` value: `repro.record.dotted_get(record, "config.<path>")`)."""
 from __future__ import annotations
 
 
@@ -13,14 +13,5 @@ def record_key_fields(record: dict) -> dict:
             "allocation": (cfg.get("allocation") or {}).get("name", "uniform"),
             "recovery": (cfg.get("recovery") or {}).get("name", "none"), "pattern": label,
             "sparsity": cfg.get("sparsity")}
-
-
-def config_value(record: dict, dotted: str):
-    node = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from repro.collect.records.fields import config_value
+from repro.record import dotted_get
 
 
 def _ppl(record, metric_name):
@@ -79,7 +79,7 @@ SKIP = object()
 # name -> (extractor(record, metric) -> value, how to say it)
 CHECKS = {
     "seqlen": (_seqlen, "seqlen"),
-    "dtype": (lambda r, m: r.get("protocol", {}).get("dtype", config_value(r, "config.model.dtype")), "dtype"),
+    "dtype": (lambda r, m: r.get("protocol", {}).get("dtype", dotted_get(r, "config.model.dtype")), "dtype"),
     "ppl_source": (lambda r, m: (((_ppl(r, m) or {}).get("source") or {}).get("kind")) if _ppl(r, m) else SKIP,
                    "ppl data source"),
     "ppl_all_windows": (lambda r, m: ((_ppl(r, m) or {}).get("max_windows") is None) if _ppl(r, m) else SKIP,
