@@ -27,7 +27,7 @@ FLAP's part 1 (WIFV, AL-AM structure search, physical removal) is not built: it 
 structured pattern (another helper builds `pattern=structured`).
 
 Measured effect (experiments/restorelcc/NOTES.md "Why recovery=flap raises SmolLM2's perplexity"): on SmolLM2-135M
-the bias HURTS (Wanda 50 %: ppl 81.35 → 83.65; SparseGPT 2:4: 131.59 → 136.84). A line-by-line comparison with
+the bias HURTS (Wanda 50 %: ppl 81.35 → 83.65; SparseGPT 2:4: 129.54 → 135.11). A line-by-line comparison with
 FLAP found no difference in code; experiments/restorelcc/flap_probe.py shows the first position is not the cause,
 and that means taken on the test windows (82.35) or on the pruned model's own inputs (82.19) lose less but still
 lose, and half the bias is neutral (81.34): FLAP's mean replacement is exact only for the nearly constant channels FLAP itself removes, which
