@@ -105,12 +105,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def skeleton(run, status: str, started_at: Optional[str] = None) -> dict:
+def hydra_overrides() -> Optional[list]:
+    """The command-line overrides of the running Hydra job (`repro run <these>` composes the same config, with
+    today's conf/); None outside a Hydra job (execute() called from Python)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 — provenance only: never fail a run over it
+        return None
+
+
+def skeleton(run, status: str, started_at: Optional[str] = None, overrides: Optional[list] = None) -> dict:
     """The record every writer starts from (repro/run.py, repro/runner/failures.py); `run`: a resolved
-    repro.stages.Run."""
+    repro.stages.Run; `overrides`: the job's command-line overrides (default: the running Hydra job's)."""
     from repro.config import to_plain
 
     return {"schema_version": SCHEMA_VERSION, "identity": run.identity, "status": status,
+            "overrides": hydra_overrides() if overrides is None else list(overrides),
             "run_dir": str(run.run_dir()), "config": to_plain(run.cfg), "identity_fields": run.fields,
             "prune_id": run.prune_id, "recover_id": run.recover_id, "pruned_model": None,
             "started_at": started_at or now(), "versions": versions(), "metrics": {}, "protocol": {},

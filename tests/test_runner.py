@@ -74,6 +74,8 @@ def test_failures_are_recorded_and_the_sweep_goes_on(faulty_sweep):
     assert "injected test fault" in raised["launcher"]["stderr_tail"]
     assert killed["status"] == "failed" and killed["error"]["type"] == "JobDied"
     assert killed["launcher"]["exit_code"] == -signal.SIGKILL and "SIGKILL" in killed["error"]["message"]
+    for seed, r in recs.items():     # each job's own overrides, from the child (ok, raised) or the launcher (killed)
+        assert f"seed={seed}" in r["overrides"] and "model=tiny-llama" in r["overrides"], r["overrides"]
     assert "[repro launcher] pid" in killed["launcher"]["stderr_tail"]   # the job's own output, kept
     evts = events(tmp / "first")
     assert sum(e["event"] == "start" for e in evts) == 6

@@ -90,7 +90,8 @@ def _failed_record(job, reason: str, launcher_info: dict, attempt_started: float
 
     started = datetime.fromtimestamp(attempt_started, timezone.utc).isoformat(timespec="seconds")
     return {
-        **rec.skeleton(resolve(job.run), "failed", started_at=started), "finished_at": rec.now(),
+        **rec.skeleton(resolve(job.run), "failed", started_at=started, overrides=job.overrides),
+        "finished_at": rec.now(),
         "error": {"type": "JobDied", "message": f"the job's process {reason} before writing its record",
                   "traceback": launcher_info.get("stderr_tail", "")},
         "launcher": launcher_info,
