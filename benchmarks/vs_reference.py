@@ -3,6 +3,7 @@
     python benchmarks/vs_reference.py --threads 1 2 --methods magnitude_50 wanda_50 sparsegpt_50 --reps 1
     REF_PYTHON=/tmp/repro-golden-venv/bin/python REF_SRC=/tmp/repro-golden-src python benchmarks/vs_reference.py
     git worktree add /tmp/before <commit>; python benchmarks/vs_reference.py --base-tree /tmp/before --no-ref ...
+    python benchmarks/vs_reference.py --methods forward --threads 1 2 --batches 8    # the unit: one dense pass
 
 The reference runs from the pinned environment that tools/golden/make_fixtures.sh builds (REF_PYTHON, with the
 reference sources exported under REF_SRC), as a subprocess through tools/golden/ref_driver.py --time-only (the
@@ -29,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "tools" / "golden" / "cases.json"
+FORWARD = "forward"     # not a method: one dense forward pass of the calibration set (`--methods forward`)
 
 
 def _prepare(work: Path, nsamples: int, seqlen: int) -> None:
@@ -63,8 +65,10 @@ def child_ours(work: Path, case_id: str, threads: int, batch: int, out: Path) ->
     from tests.conftest import compose_run
 
     torch.set_num_threads(threads)
-    case = next(c for c in json.loads(CASES.read_text())["cases"] if c["id"] == case_id)
     ids = torch.from_numpy(np.load(work / "tokens.npz")["calib"].astype(np.int64))
+    if case_id == FORWARD:
+        return _time_forward(work, ids, batch, out)
+    case = next(c for c in json.loads(CASES.read_text())["cases"] if c["id"] == case_id)
     run = compose_run("env=offline", "model=smollm2-135m", *case["ours"], f"sparsity={case['sparsity']}",
                       f"calib.batch_size={batch}", f"calib.nsamples={ids.shape[0]}")
     model, _ = load_model(run.model)
@@ -75,6 +79,23 @@ def child_ours(work: Path, case_id: str, threads: int, batch: int, out: Path) ->
     out.write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "sparsity": measure_sparsity(model, adapter)["overall"],
                                "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
                                "threads": torch.get_num_threads()}))
+
+
+def _time_forward(work: Path, ids, batch: int, out: Path) -> None:
+    """The unit the pruning targets are stated in: one dense forward pass of the calibration set through the
+    decoder (embeddings, blocks, final norm: `model.base_model`, no LM head, as the engine's passes; no KV cache,
+    no grad, `batch` sequences per call), the same saved model and tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(work / "model"), torch_dtype=torch.float32).eval()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        for i in range(0, ids.shape[0], batch):
+            model.base_model(ids[i:i + batch], use_cache=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out.write_text(json.dumps({"wall_s": wall, "cpu_s": cpu, "sparsity": 0.0, "threads": torch.get_num_threads(),
+                               "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 
 
 def _run(cmd, out: Path, threads: int, tree: str = "") -> dict:
@@ -90,7 +111,7 @@ def _run(cmd, out: Path, threads: int, tree: str = "") -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["magnitude_50", "wanda_50", "sparsegpt_50"],
-                   help="case ids of tools/golden/cases.json")
+                   help="case ids of tools/golden/cases.json, or `forward`: one dense pass of the calibration set")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--batches", nargs="+", type=int, default=[8, 1], help="our calib.batch_size values")
     p.add_argument("--reps", type=int, default=1)
@@ -115,21 +136,23 @@ def main(argv=None) -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     cases = {c["id"]: c for c in json.loads(CASES.read_text())["cases"]}
+    cases[FORWARD] = {"repo": "(none: a plain transformers forward)"}
     tmp = Path(tempfile.mkdtemp(prefix="vs_ref-"))
     for case_id in a.methods:
         repo = ref_src / cases[case_id]["repo"].replace("/", "+")
         for threads in a.threads:
-            sides = ([] if a.no_ref else ["ref"]) + [f"{w}_b{b}" for b in a.batches
+            no_ref = a.no_ref or case_id == FORWARD
+            sides = ([] if no_ref else ["ref"]) + [f"{w}_b{b}" for b in a.batches
                                                      for w in (["base"] if a.base_tree else []) + ["ours"]]
             times: dict = {k: [] for k in sides}
             for rep in range(a.reps):
                 out = tmp / f"ref-{case_id}-{threads}-{rep}.json"
-                if not a.no_ref:
+                if not no_ref:
                     times["ref"].append(_run([ref_py, str(ROOT / "tools/golden/ref_driver.py"), "--src", str(repo),
                                           "--model-dir", str(work), "--case", case_id, "--cases", str(CASES),
                                           "--out", str(out), "--threads", str(threads), "--time-only"],
                                          out, threads))
-                for k in sides[0 if a.no_ref else 1:]:
+                for k in sides[0 if no_ref else 1:]:
                     who, b = k.split("_b")
                     out = tmp / f"{k}-{case_id}-{threads}-{rep}.json"
                     times[k].append(_run([sys.executable, str(Path(__file__).resolve()), "--child", str(work),
