@@ -19,6 +19,8 @@ A config no change applies to keeps the identity it had before this mechanism ex
 When to add an entry: any commit that changes what a method computes on a fixed config, including
 rounding-level reorderings (e1f6789 moved SmolLM2's SparseGPT 2:4 WikiText-2 perplexity from 131.59 to 129.54
 through fp32 near-ties). Bug fixes that turn a crash into a number need none (there was no number to go stale).
+Not listed here: the thread count and the BLAS (they change fp32 reductions, not the code; records keep them under
+`runtime`, docs/record.md).
 Caches keyed below a stage id with their own version (RestoreLCC's probe and statistics,
 `repro.recovery.lcc_probe.PROBE_VERSION`) bump that version as well when the change touches what they hold.
 """

@@ -125,7 +125,8 @@ def skeleton(run, status: str, started_at: Optional[str] = None, overrides: Opti
             "overrides": hydra_overrides() if overrides is None else list(overrides),
             "run_dir": str(run.run_dir()), "config": to_plain(run.cfg), "identity_fields": run.fields,
             "prune_id": run.prune_id, "recover_id": run.recover_id, "pruned_model": None,
-            "started_at": started_at or now(), "versions": versions(), "metrics": {}, "protocol": {},
+            "started_at": started_at or now(), "versions": versions(), "runtime": runtime(), "metrics": {},
+            "protocol": {},
             "timings": {}}
 
 
@@ -207,6 +208,17 @@ def versions() -> dict:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    return out
+
+
+def runtime() -> dict:
+    """How the numbers were computed, outside the identity: CPU reductions (MKL/OpenMP) split by thread count, so
+    e.g. SparseGPT's fp32 Hessians and hence its near-tie masks depend on it (SmolLM2 50 %: WikiText-2 69.42 at
+    1 thread, 68.84 at 2; experiments/wanda/NOTES.md)."""
+    import torch
+
+    out = {"torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     return out
 
 

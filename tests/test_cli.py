@@ -16,6 +16,7 @@ def test_multirun_from_the_command_line(tmp_path):
     records = [json.loads(p.read_text()) for p in results.glob("runs/*/result.json")]
     assert sorted(r["config"]["score"]["name"] for r in records) == ["dense", "magnitude"]
     assert all(r["status"] == "ok" for r in records)
+    assert all(r["runtime"]["torch_threads"] >= 1 for r in records)     # thread counts change CPU reductions
     for r in records:            # the job's own overrides (the sweep's value, not the comma list): rerunnable
         assert f"score={r['config']['score']['name']}" in r["overrides"] and "model=tiny-llama" in r["overrides"]
     assert "tiny-llama magnitude" in out.stdout and "(dense " in out.stdout   # one-line comparison with dense
