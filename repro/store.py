@@ -27,6 +27,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from repro.record import git_commit
+
 log = logging.getLogger(__name__)
 
 MANIFEST, MASKS, WEIGHTS = "manifest.json", "masks.npz", "weights.safetensors"
@@ -71,8 +73,6 @@ def save(model, adapter, path: Path, report: dict, changed: set) -> dict:
         if updated:
             save_file({n: linears[n].weight.detach().cpu().contiguous() for n in updated}, str(tmp / WEIGHTS))
             files[WEIGHTS] = _sha256(tmp / WEIGHTS)
-        from repro.record import git_commit
-
         manifest = {"store_version": STORE_VERSION, "report": report, "layers": layers,
                     "updated_weights": updated, "files": files, "built_by": git_commit()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
