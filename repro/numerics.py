@@ -56,10 +56,10 @@ CHANGES: tuple = (
 )
 
 
-def numerics_fields(plain_cfg: dict, changes=None) -> dict:
+def numerics_fields(plain_cfg: dict) -> dict:
     """{stage: {component: version}} of the listed changes that apply to this config (empty when none)."""
     out: dict = {}
-    for change in CHANGES if changes is None else changes:
+    for change in CHANGES:
         if change.applies(plain_cfg):
             stage = out.setdefault(change.stage, {})
             stage[change.component] = stage.get(change.component, 0) + 1
@@ -78,7 +78,7 @@ def record_staleness(record: dict) -> Optional[str]:
     return stale_reason(fields.get("numerics"), run_numerics(record.get("config") or {}, prunes))
 
 
-def outdated(recorded: Optional[dict], current: dict, changes=None) -> list:
+def outdated(recorded: Optional[dict], current: dict) -> list:
     """The changes that separate a record's `numerics` from the code's, oldest first (empty: the record is
     current). A record newer than the code (higher version) lists the changes this code lacks the same way."""
     recorded = recorded or {}
@@ -87,8 +87,7 @@ def outdated(recorded: Optional[dict], current: dict, changes=None) -> list:
         have, want = recorded.get(stage, {}), current.get(stage, {})
         for component in sorted(set(have) | set(want)):
             lo, hi = sorted((have.get(component, 0), want.get(component, 0)))
-            history = [c for c in (CHANGES if changes is None else changes)
-                       if c.component == component and c.stage == stage]
+            history = [c for c in CHANGES if c.component == component and c.stage == stage]
             out.extend(history[lo:hi])
     return out
 

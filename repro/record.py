@@ -49,12 +49,10 @@ def dotted_get(node, dotted: str):
 
 
 def _drop(d: dict, dotted: str) -> None:
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        d = d.get(p) if isinstance(d, dict) else None
-        if not isinstance(d, dict):
-            return
-    d.pop(parts[-1], None)
+    parent, _, leaf = dotted.rpartition(".")
+    node = dotted_get(d, parent) if parent else d
+    if isinstance(node, dict):
+        node.pop(leaf, None)
 
 
 def flatten(node, prefix: str = "", sep: str = ".") -> dict:
@@ -126,8 +124,7 @@ def skeleton(run, status: str, started_at: Optional[str] = None, overrides: Opti
             "run_dir": str(run.run_dir()), "config": to_plain(run.cfg), "identity_fields": run.fields,
             "prune_id": run.prune_id, "recover_id": run.recover_id, "pruned_model": None,
             "started_at": started_at or now(), "versions": versions(), "runtime": runtime(), "metrics": {},
-            "protocol": {},
-            "timings": {}}
+            "protocol": {}, "timings": {}}
 
 
 def run_dir(results: str | Path, ident: str) -> Path:
@@ -217,9 +214,8 @@ def runtime() -> dict:
     1 thread, 68.84 at 2; experiments/wanda/NOTES.md)."""
     import torch
 
-    out = {"torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return out
+    return {"torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def peak_memory() -> dict:

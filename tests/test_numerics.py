@@ -58,12 +58,13 @@ def test_a_change_rotates_its_own_stage_and_every_stage_after_it(monkeypatch):
         {"evaluate": {"eval.ppl": 1}}
 
 
-def test_versions_count_the_changes_of_a_component():
-    changes = (_fake(commit="a"), _fake(commit="b"), _fake("score.wanda", when={"score.name": "wanda"}))
+def test_versions_count_the_changes_of_a_component(monkeypatch):
+    monkeypatch.setattr(numerics, "CHANGES",
+                        (_fake(commit="a"), _fake(commit="b"), _fake("score.wanda", when={"score.name": "wanda"})))
     cfg = {"score": {"name": "magnitude"}}
-    assert numerics_fields(cfg, changes) == {"prune": {"score.magnitude": 2}}
-    assert [c.commit for c in numerics.outdated({"prune": {"score.magnitude": 1}}, {"prune": {"score.magnitude": 2}},
-                                                changes)] == ["b"]
+    assert numerics_fields(cfg) == {"prune": {"score.magnitude": 2}}
+    assert [c.commit for c in numerics.outdated({"prune": {"score.magnitude": 1}},
+                                                {"prune": {"score.magnitude": 2}})] == ["b"]
     assert numerics.stale_reason({"prune": {"score.magnitude": 2}}, {"prune": {"score.magnitude": 2}}) is None
 
 
