@@ -71,11 +71,16 @@ def run_numerics(plain_cfg: dict, prunes: bool) -> dict:
     return {stage: v for stage, v in numerics_fields(plain_cfg).items() if prunes or stage == "evaluate"}
 
 
-def record_staleness(record: dict) -> Optional[str]:
-    """Why a run record's numbers are not what this code computes for its config (None: they are)."""
+def record_numerics(record: dict) -> tuple:
+    """(the `numerics` a run record's identity carries, what this code computes for its config)."""
     fields = record.get("identity_fields") or {}
     prunes = "sparsity" in fields            # repro.record.identity_fields drops it for the dense reference
-    return stale_reason(fields.get("numerics"), run_numerics(record.get("config") or {}, prunes))
+    return fields.get("numerics"), run_numerics(record.get("config") or {}, prunes)
+
+
+def record_staleness(record: dict) -> Optional[str]:
+    """Why a run record's numbers are not what this code computes for its config (None: they are)."""
+    return stale_reason(*record_numerics(record))
 
 
 def outdated(recorded: Optional[dict], current: dict) -> list:

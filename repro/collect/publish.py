@@ -36,12 +36,19 @@ def add_runs(run_dirs, published: Path = PUBLISHED) -> list:
         record = json.loads(src.read_text())
         if record.get("status") != "ok":
             raise SystemExit(f"publish: {src} has status {record.get('status')!r}; only ok records are published")
-        dst = published / "runs" / record["identity"] / "result.json"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        record["run_dir"] = f"results/runs/{record['identity']}"     # where it lives in any checkout, not here
-        dst.write_text(json.dumps(record, indent=2, default=str))
-        out.append(dst)
+        out.append(_write(record, published))
     return out
+
+
+def _write(record: dict, published: Path) -> Path:
+    """`<published>/runs/<identity>/result.json`, its `run_dir` set to where it lives in any checkout."""
+    import json
+
+    dst = published / "runs" / record["identity"] / "result.json"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    record["run_dir"] = f"results/runs/{record['identity']}"
+    dst.write_text(json.dumps(record, indent=2, default=str))
+    return dst
 
 
 def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
@@ -55,7 +62,7 @@ def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
     stays where it is (the collector skips it) until it is rerun."""
     import json
 
-    from repro.numerics import contains, outdated, run_numerics
+    from repro.numerics import contains, outdated, record_numerics
     from repro.record import identity_of_fields
     from repro.stages import prune_fields, recover_fields
 
@@ -66,8 +73,8 @@ def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
     moves, stale = [], []
     for path, record in records.items():
         fields = dict(record.get("identity_fields") or {})
-        numerics = run_numerics(record.get("config") or {}, prunes="sparsity" in fields)
-        changes = outdated(fields.get("numerics"), numerics)
+        recorded, numerics = record_numerics(record)
+        changes = outdated(recorded, numerics)
         if not changes:
             continue
         made_by = [(record.get("versions") or {}).get("git_commit")]
@@ -85,10 +92,8 @@ def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
         new = identity_of_fields(fields)
         note = {"from": record["identity"], "numerics": [c.commit for c in changes]}
         record.update(identity=new, identity_fields=fields, prune_id=prune_id, recover_id=recover_id,
-                      run_dir=f"results/runs/{new}", rekeyed=[*record.get("rekeyed", []), note])
-        dst = published / "runs" / new / "result.json"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(json.dumps(record, indent=2, default=str))
+                      rekeyed=[*record.get("rekeyed", []), note])
+        _write(record, published)
         shutil.rmtree(path.parent)
         moves.append((note["from"], new))
     return moves, stale
