@@ -5,6 +5,7 @@
     repro status ...                         the grid of a sweep/experiment with each job's status
     repro tables <paper> ...                 a paper's tables rebuilt from the run records, vs reported numbers
     repro diff <runA> <runB>                 what differs between two runs (config, protocol, metrics)
+    repro verify <run>... [--dry-run]        rerun recorded runs here from their own config; compare every number
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ COMMANDS = {
     "status": ("repro.runner.status", "status_main"),
     "tables": ("repro.collect.cli", "tables_main"),
     "diff": ("repro.collect.cli", "diff_main"),
+    "verify": ("repro.collect.verify", "verify_main"),
 }
 
 

@@ -21,6 +21,12 @@ rounding-level reorderings (e1f6789 moved SmolLM2's SparseGPT 2:4 WikiText-2 per
 through fp32 near-ties). Bug fixes that turn a crash into a number need none (there was no number to go stale).
 Not listed here: the thread count and the BLAS (they change fp32 reductions, not the code; records keep them under
 `runtime`, docs/record.md).
+Config fields added after records existed (`ADDED`) are the other half of that history: a new field enters the
+identity of every config of its group, so a record made before it no longer has the identity this code computes
+for its own config. Each such field is listed with the value that reproduces what the code computed before it
+existed (`None` for a new optional input; `reference` for LoSA's `final_sparsity`, whose new default changed the
+numbers). `legacy_fields` fills them into an old record's config, so `repro verify` reruns what the record's code
+ran and `publish --rekey` moves the record to the identity that config has today.
 Caches keyed below a stage id with their own version (RestoreLCC's probe and statistics,
 `repro.recovery.lcc_probe.PROBE_VERSION`) bump that version as well when the change touches what they hold.
 """
@@ -54,6 +60,34 @@ CHANGES: tuple = (
            "N:M groups: per-group OBS errors from precomputed closed-form solutions and two-level lazy updates; "
            "weights move by <= 2.4e-6, masks differ at fp32 near-ties (SmolLM2 2:4 WikiText-2 131.59 -> 129.54)"),
 )
+
+
+@dataclass(frozen=True)
+class Added:
+    field: str                  # dotted config field, e.g. "recovery.final_sparsity"
+    legacy: object              # the value that computes what the code computed before the field existed
+    commit: str                 # the commit that added it
+    what: str
+
+
+ADDED: tuple = (
+    Added("recovery.data.task", None, "ccd4603", "RestoreLCC task-specific recovery data; None: the general data"),
+    Added("recovery.data.task_path", None, "ccd4603", "a local file of a task's rows; None: none"),
+    Added("recovery.final_sparsity", "reference", "b335748", "LoSA's last round; before it, the reference's band "
+          "LP (now `reference`), whose final zero count drifts from the uniform model's; the default became `exact`"),
+)
+
+
+def _has(node, dotted: str) -> bool:
+    *parents, leaf = dotted.split(".")
+    node = dotted_get(node, ".".join(parents)) if parents else node
+    return isinstance(node, dict) and leaf in node
+
+
+def legacy_fields(recorded_cfg: dict, current_cfg: dict) -> dict:
+    """{field: legacy value} of each field in `ADDED` that a record's config lacks and this code's schema has
+    (`current_cfg`: the record's config as this code loads it, with every field filled in)."""
+    return {a.field: a.legacy for a in ADDED if _has(current_cfg, a.field) and not _has(recorded_cfg, a.field)}
 
 
 def numerics_fields(plain_cfg: dict) -> dict:

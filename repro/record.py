@@ -48,6 +48,14 @@ def dotted_get(node, dotted: str):
     return node
 
 
+def dotted_set(d: dict, dotted: str, value) -> None:
+    """d['a']['b'] = value for 'a.b', creating missing parents."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        d = d.setdefault(part, {})
+    d[leaf] = value
+
+
 def _drop(d: dict, dotted: str) -> None:
     parent, _, leaf = dotted.rpartition(".")
     node = dotted_get(d, parent) if parent else d

@@ -52,18 +52,21 @@ def _write(record: dict, published: Path) -> Path:
 
 
 def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
-    """Move published records whose identity lacks a code change that now names their method (repro/numerics.py)
-    to the identity the current code computes: their own `identity_fields` with today's `numerics`, so nothing is
-    re-resolved from paths of the machine that made them. Metrics untouched; `identity`, `identity_fields`,
-    `prune_id`, `recover_id`, `run_dir` recomputed; the move noted under `rekeyed`.
-    A record moves only when the code that made it already had the change: its `versions.git_commit` and, for a
-    reused prune, the commit that built the prune (`pruned_model.built_by`, else the published record that built
-    it) must contain the change's commit. Returns (moves [(old, new)], stale [(identity, why)]); a stale record
-    stays where it is (the collector skips it) until it is rerun."""
+    """Move published records to the identity the current code computes for what they ran, metrics untouched:
+    - a record whose identity lacks a code change that now names its method (repro/numerics.py `CHANGES`) moves
+      only when the code that made it already had the change: its `versions.git_commit` and, for a reused prune,
+      the commit that built the prune (`pruned_model.built_by`, else the published record that built it) must
+      contain the change's commit; otherwise it is stale and stays where it is (the collector skips it);
+    - a record made before a config field existed (`ADDED`) gets the value its code computed with, in its config
+      and identity fields (the field did not exist, so there is no ancestry to check).
+    The new identity comes from the record's own `identity_fields` (plus those two), so nothing is re-resolved
+    from paths of the machine that made it. `identity`, `identity_fields`, `prune_id`, `recover_id`, `run_dir`
+    are recomputed; the move is noted under `rekeyed`. Returns (moves [(old, new)], stale [(identity, why)])."""
     import json
 
-    from repro.numerics import contains, outdated, record_numerics
-    from repro.record import identity_of_fields
+    from repro.config import ConfigError, load_run_config, to_plain
+    from repro.numerics import contains, legacy_fields, outdated, record_numerics
+    from repro.record import dotted_get, dotted_set, identity_of_fields
     from repro.stages import prune_fields, recover_fields
 
     paths = sorted((published / "runs").glob("*/result.json"))
@@ -73,9 +76,14 @@ def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
     moves, stale = [], []
     for path, record in records.items():
         fields = dict(record.get("identity_fields") or {})
+        try:
+            legacy = legacy_fields(record["config"], to_plain(load_run_config(record["config"])))
+        except (ConfigError, ValueError, TypeError) as e:
+            stale.append((record["identity"], f"its config no longer loads: {str(e).splitlines()[0]}"))
+            continue
         recorded, numerics = record_numerics(record)
         changes = outdated(recorded, numerics)
-        if not changes:
+        if not changes and not legacy:
             continue
         made_by = [(record.get("versions") or {}).get("git_commit")]
         pruned = record.get("pruned_model") or {}
@@ -85,12 +93,18 @@ def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
         if missing:
             stale.append((record["identity"], "made by code without " + ", ".join(c.commit for c in missing)))
             continue
+        fields = json.loads(json.dumps(fields))
+        for key, value in legacy.items():
+            dotted_set(record["config"], key, value)
+            if isinstance(dotted_get(fields, key.rpartition(".")[0]), dict):   # its group is in the identity
+                dotted_set(fields, key, value)
         fields.pop("numerics", None)
         fields.update({"numerics": numerics} if numerics else {})
         prune_id = identity_of_fields(prune_fields(fields)) if record.get("prune_id") else None
         recover_id = identity_of_fields(recover_fields(fields, prune_id)) if record.get("recover_id") else None
         new = identity_of_fields(fields)
-        note = {"from": record["identity"], "numerics": [c.commit for c in changes]}
+        note = {"from": record["identity"], **({"numerics": [c.commit for c in changes]} if changes else {}),
+                **({"fields_added": legacy} if legacy else {})}
         record.update(identity=new, identity_fields=fields, prune_id=prune_id, recover_id=recover_id,
                       rekeyed=[*record.get("rekeyed", []), note])
         _write(record, published)
@@ -165,7 +179,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m repro.collect.publish", description=__doc__.splitlines()[0])
     p.add_argument("--add", nargs="+", metavar="RUN_DIR", help="publish these runs' records first")
     p.add_argument("--rekey", action="store_true",
-                   help="move published records made after a numerics change to the identities it gives them")
+                   help="move published records to the identities this code gives what they ran (numerics "
+                   "changes their code had; config fields added since)")
     p.add_argument("--check", action="store_true", help="exit 1 if README.md or results/tables/ are stale")
     args = p.parse_args(argv)
     if args.add:
