@@ -24,23 +24,10 @@ import statistics
 
 import torch
 
-SHAPES = {
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=8, vocab_size=32000, max_position_embeddings=2048),
-}
+from shapes import build_model  # noqa: E402
+
 DEFAULTS = {"7b": dict(seqlen=2048, dtype="bfloat16", device="cuda"),
             "small": dict(seqlen=256, dtype="float32", device="cpu")}
-
-
-def random_model(shape: str, dtype: torch.dtype, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], tie_word_embeddings=False)).to(dtype)
-    return model.eval()
 
 
 def config_model(overrides):
@@ -60,7 +47,7 @@ def main() -> None:
     from repro.models.adapter import adapter_for
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    ap.add_argument("--shape", choices=sorted(DEFAULTS), default="7b")
     ap.add_argument("--config", nargs="*", help="Hydra overrides of a real model instead of --shape")
     ap.add_argument("--seqlen", type=int)
     ap.add_argument("--batch", type=int, default=1)
@@ -75,7 +62,7 @@ def main() -> None:
     if args.config is not None:
         model, label = config_model(args.config), " ".join(args.config)
     else:
-        model, label = random_model(args.shape, getattr(torch, defaults["dtype"]), defaults["device"]), args.shape
+        model, label = build_model(args.shape, getattr(torch, defaults["dtype"]), defaults["device"]), args.shape
     device = next(model.parameters()).device
     seqlen = args.seqlen or defaults["seqlen"]
     adapter = adapter_for(model)

@@ -2,8 +2,9 @@
 
     python benchmarks/offload_check.py                 # LLaMA-2-7B layer shape, 8 blocks, 128 x 2048 tokens, fp16
     python benchmarks/offload_check.py --layers 4 --methods wanda sparsegpt
+    python benchmarks/offload_check.py --shape 70b --layers 4      # LLaMA-2-70B blocks (4 of 80): scale per block
 
-One random-weight model (`prune_bench.build_model`, on CPU, seed 0) is pruned twice per method: a copy moved
+One random-weight model (`shapes.build_model`, on CPU, seed 0) is pruned twice per method: a copy moved
 to the GPU (`engine.offload=false`) and the CPU copy with `engine.offload=true engine.device=cuda` (blocks and
 activations on CPU, one block at a time on the GPU). Prints one JSON line per method: wall time and peak GPU
 memory of each path, and whether every decoder linear came out bit-identical.
@@ -16,7 +17,8 @@ import time
 
 import torch
 
-from prune_bench import build_model, run_config, truncated_7b
+from prune_bench import run_config, truncated
+from shapes import build_model
 
 
 def prune_timed(model, run, ids) -> tuple[float, float]:
@@ -36,10 +38,10 @@ def main() -> None:
     from repro.config import EngineConfig
     from repro.models.adapter import adapter_for
 
-    args, ids = truncated_7b(__doc__.splitlines()[0], 8, ["wanda", "sparsegpt"])
+    args, ids = truncated(__doc__.splitlines()[0], 8, ["wanda", "sparsegpt"])
     for method in args.methods:
         run = run_config(method, "unstructured", args.batch_size)
-        cpu_model = build_model("7b", torch.float16, "cpu", 0)
+        cpu_model = build_model(args.shape, torch.float16, "cpu", 0, layers=args.layers)
         gpu_model = copy.deepcopy(cpu_model).to("cuda")
         gpu_s, gpu_peak = prune_timed(gpu_model, run, ids)
         weights_gib = sum(t.numel() * t.element_size() for t in gpu_model.parameters()) / 2 ** 30

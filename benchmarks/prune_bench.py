@@ -29,29 +29,10 @@ import time
 
 import torch
 
-SHAPES = {
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096),
-    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=8, vocab_size=32000, max_position_embeddings=2048),
-}
+from shapes import SHAPES, build_model
+
 DEFAULTS = {"7b": dict(nsamples=128, seqlen=2048, dtype="float16", device="cuda"),
             "small": dict(nsamples=16, seqlen=256, dtype="float32", device="cpu")}
-
-
-def build_model(shape: str, dtype: torch.dtype, device: str, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
 
 
 def run_config(method: str, pattern: str, batch_size: int):
@@ -66,10 +47,12 @@ def run_config(method: str, pattern: str, batch_size: int):
     })
 
 
-def truncated_7b(description: str, layers: int, methods: list) -> tuple:
-    """Shared by prune_profile.py and offload_check.py: parse their arguments, cut the 7B shape to `--layers`
-    blocks and draw the calibration tokens. Returns `(args, ids)`."""
+def truncated(description: str, layers: int, methods: list) -> tuple:
+    """Shared by prune_profile.py and offload_check.py: parse their arguments (a `--shape` cut to its first
+    `--layers` blocks, for `build_model(args.shape, ..., layers=args.layers)`) and draw the calibration tokens.
+    Returns `(args, ids)`."""
     p = argparse.ArgumentParser(description=description)
+    p.add_argument("--shape", choices=("7b", "70b"), default="7b")
     p.add_argument("--layers", type=int, default=layers)
     p.add_argument("--methods", nargs="+", default=methods)
     p.add_argument("--nsamples", type=int, default=128)
@@ -77,8 +60,7 @@ def truncated_7b(description: str, layers: int, methods: list) -> tuple:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rows", type=int, default=25, help="profiler table rows (prune_profile.py)")
     args = p.parse_args()
-    SHAPES["7b"]["num_hidden_layers"] = args.layers
-    ids = torch.randint(0, SHAPES["7b"]["vocab_size"], (args.nsamples, args.seqlen),
+    ids = torch.randint(0, SHAPES[args.shape]["vocab_size"], (args.nsamples, args.seqlen),
                         generator=torch.Generator().manual_seed(0))
     return args, ids
 
@@ -192,7 +174,7 @@ def bench_kernel(shape: str, device: str, seed: int) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    p.add_argument("--shape", choices=sorted(DEFAULTS), default="7b")
     p.add_argument("--methods", nargs="+", default=["wanda", "wanda:2:4", "sparsegpt"],
                    help="method[:N:M], e.g. wanda sparsegpt:2:4 magnitude")
     p.add_argument("--nsamples", type=int)

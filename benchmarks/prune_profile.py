@@ -14,20 +14,21 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from prune_bench import build_model, run_config, truncated_7b
+from prune_bench import run_config, truncated
+from shapes import build_model
 
 
 def main() -> None:
     from repro.models.adapter import adapter_for
     from repro.prune.pipeline import prune_model
 
-    args, ids = truncated_7b(__doc__.splitlines()[0], 4, ["wanda", "sparsegpt"])
+    args, ids = truncated(__doc__.splitlines()[0], 4, ["wanda", "sparsegpt"])
     for spec in args.methods:
         method, _, pattern = spec.partition(":")
         run = run_config(method, pattern or "unstructured", args.batch_size)
-        model = build_model("7b", torch.float16, "cuda", 0)
+        model = build_model(args.shape, torch.float16, "cuda", 0, layers=args.layers)
         prune_model(model, adapter_for(model), run, ids)                      # warm-up
-        model = build_model("7b", torch.float16, "cuda", 0)
+        model = build_model(args.shape, torch.float16, "cuda", 0, layers=args.layers)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
