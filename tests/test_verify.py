@@ -108,7 +108,11 @@ def test_a_record_from_before_a_field_existed_reruns_with_its_legacy_value_and_r
     plan = plan_rerun(old, tmp_path / "verify")
     assert plan.legacy == {"recovery.data.task": None, "recovery.data.task_path": None,
                            "recovery.final_sparsity": "reference"}
-    assert plan.identity == losa["identity"] and "ADDED" in plan.problems[0]     # until it is re-keyed
+    assert plan.identity == losa["identity"] and plan.problems == []     # the same computation: it may run
+    assert "recovery.final_sparsity" in plan.notes[0] and "--rekey" in plan.notes[0]
+    other = json.loads(json.dumps(old))                                 # an identity field that is not an addition
+    other["identity_fields"]["sparsity"] = 0.6
+    assert "sparsity (0.6 -> 0.7)" in plan_rerun(other, tmp_path / "verify").problems[0]
 
     dst = tmp_path / "published" / "runs" / old["identity"] / "result.json"
     dst.parent.mkdir(parents=True)

@@ -13,7 +13,8 @@ Before any heavy work, for each record:
    SHA-256 is the recorded one; otherwise the run is not attempted and the field, path and fingerprint are named.
 2. **Identity.** The record's config, with those paths, a scratch results folder and the value each config field
    added since it was made had before it existed (repro/numerics.py `ADDED`), must resolve to the record's
-   identity. If it does not, the code or the inputs no longer compute the same run (a code change listed in
+   identity, or differ from it only by those added fields (said in a note: `publish --rekey` moves such a
+   published record). Otherwise the code or the inputs no longer compute the same run (a code change listed in
    repro/numerics.py, or an identity-schema change): the differing identity fields are listed and nothing runs.
 Then the run executes with `force=true` into `--out` (default `results/verify`; nothing under the record's own
 results folder is read or written, so no stored prune is reused) at the record's thread count when it has one
@@ -48,6 +49,7 @@ class Plan:
     moved: list = field(default_factory=list)        # [(field, recorded path, path here)]
     problems: list = field(default_factory=list)
     legacy: dict = field(default_factory=dict)       # fields added since the record: the value its code had
+    notes: list = field(default_factory=list)
     identity: str | None = None                      # what this code computes for cfg
 
 
@@ -111,20 +113,25 @@ def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: 
         plan.problems.append(f"its config no longer loads here: {str(e).splitlines()[0]}")
         return plan
     plan.identity = run.identity
-    if run.identity != record.get("identity") and not plan.problems:
-        stale = record_staleness(record)
-        changed = _changed_fields(fields, run.fields)
-        hint = ("; if only fields added since it was made differ, list them in repro/numerics.py ADDED "
-                "(and `python -m repro.collect.publish --rekey` a published record)")
-        plan.problems.append(f"this code computes identity {run.identity}, not {record.get('identity')}: "
-                             + (stale or "identity fields differ: " + ", ".join(changed) + hint))
+    if run.identity == record.get("identity") or plan.problems:
+        return plan
+    changed = _changed_fields(fields, run.fields)
+    if changed and set(changed) <= set(plan.legacy):       # only fields added since: the same computation
+        plan.notes.append(f"made before {', '.join(sorted(changed))} existed, so today's identity of what it ran "
+                          f"is {run.identity} (`python -m repro.collect.publish --rekey` moves a published record)")
+        return plan
+    listed = ", ".join(f"{k} ({v[0]} -> {v[1]})" for k, v in changed.items())
+    plan.problems.append(f"this code computes identity {run.identity}, not {record.get('identity')}: " + (
+        record_staleness(record) or f"identity fields differ: {listed}; a config field added since the record "
+        "was made belongs in repro/numerics.py ADDED (then `python -m repro.collect.publish --rekey`)"))
     return plan
 
 
-def _changed_fields(a: dict, b: dict) -> list:
+def _changed_fields(a: dict, b: dict) -> dict:
+    """{dotted field: (value in a, value in b)} of the identity fields that differ ('<absent>' where missing)."""
     fa, fb = flatten(a), flatten(b)
-    return [f"{k} ({fa.get(k, '<absent>')} -> {fb.get(k, '<absent>')})" for k in sorted(set(fa) | set(fb))
-            if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
+    return {k: (fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in sorted(set(fa) | set(fb))
+            if fa.get(k, "<absent>") != fb.get(k, "<absent>")}
 
 
 def _numbers(value) -> list | None:
@@ -200,6 +207,7 @@ def verify(record: dict, out: str | Path = "results/verify", maps=(), rtol: floa
     plan = plan_rerun(record, out, maps)
     report = {"record": source or record.get("run_dir"), "identity": record.get("identity"),
               "recomputed": plan.identity, "legacy": plan.legacy, "problems": plan.problems, "rtol": rtol,
+              "plan_notes": plan.notes,
               "moved": [{"field": k, "recorded": a, "here": b} for k, a, b in plan.moved]}
     if plan.problems or dry_run:
         report["verdict"] = "not run" if plan.problems else "ready"
@@ -228,6 +236,7 @@ def format_report(report: dict) -> str:
     lines = [f"verify {report['record']}  (identity {report['identity']})"]
     lines += [f"  input {m['field']}: {m['recorded']} -> {m['here']} (same content)" for m in report["moved"]]
     lines += [f"  field added since: {k} = {v!r} (what its code computed)" for k, v in report["legacy"].items()]
+    lines += [f"  note: {n}" for n in report["plan_notes"]]
     lines += [f"  cannot rerun: {p}" for p in report["problems"]]
     if report["recomputed"] == report["identity"]:
         lines.append("  identity recomputed here: the same")
