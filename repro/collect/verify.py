@@ -241,7 +241,8 @@ def format_report(report: dict) -> str:
     if report["recomputed"] == report["identity"]:
         lines.append("  identity recomputed here: the same")
     if "metrics" in report:
-        lines.append(f"  rerun: {report['rerun']} ({report['wall_s']} s, {report['threads']} threads)")
+        threads = f"{report['threads']} thread" + ("s" if report["threads"] != 1 else "")
+        lines.append(f"  rerun: {report['rerun']} ({report['wall_s']} s, {threads})")
         lines.append(f"  {'metric':<28} {'recorded':>14} {'rerun':>14} {'rel Δ':>9}  verdict")
         for r in report["metrics"]:
             rel = "" if r["rel_delta"] is None else f"{r['rel_delta']:.1e}"
