@@ -6,6 +6,7 @@
     repro tables <paper> ...                 a paper's tables rebuilt from the run records, vs reported numbers
     repro diff <runA> <runB>                 what differs between two runs (config, protocol, metrics)
     repro verify <run>... [--dry-run]        rerun recorded runs here from their own config; compare every number
+    repro rekey [--results DIR] [--dry-run]  move records (and stored stages) to today's identities
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "tables": ("repro.collect.cli", "tables_main"),
     "diff": ("repro.collect.cli", "diff_main"),
     "verify": ("repro.collect.verify", "verify_main"),
+    "rekey": ("repro.collect.rekey", "rekey_main"),
 }
 
 

@@ -12,8 +12,9 @@ fields (version = how many listed changes of that component apply), so:
 - its prune (or recover) stage gets a new id: a prune stored before the change is not reused, a new one is built;
 - the collector skips a record whose `numerics` differ from what the code computes for its config, naming the
   change (repro/collect/records/load.py: "its identity predates e1f6789, which changed ...: rerun it");
-- `python -m repro.collect.publish --rekey` moves a published record to its new identity only when the commit
-  that produced it (`versions.git_commit`) already contains the change; an older one stays stale until rerun.
+- `repro rekey` (a results folder) and `python -m repro.collect.publish --rekey` (the published records) move a
+  record to its new identity only when the commit that produced it (`versions.git_commit`) already contains the
+  change; an older one stays stale until rerun.
 A config no change applies to keeps the identity it had before this mechanism existed (no `numerics` field).
 
 When to add an entry: any commit that changes what a method computes on a fixed config, including
@@ -26,7 +27,8 @@ identity of every config of its group, so a record made before it no longer has 
 for its own config. Each such field is listed with the value that reproduces what the code computed before it
 existed (`None` for a new optional input; `reference` for LoSA's `final_sparsity`, whose new default changed the
 numbers). `legacy_fields` fills them into an old record's config, so `repro verify` reruns what the record's code
-ran and `publish --rekey` moves the record to the identity that config has today.
+ran and `repro rekey` (`publish --rekey` for results/published/) moves the record to the identity that config has
+today (repro/collect/rekey.py).
 Caches keyed below a stage id with their own version (RestoreLCC's probe and statistics,
 `repro.recovery.lcc_probe.PROBE_VERSION`) bump that version as well when the change touches what they hold.
 """
@@ -141,7 +143,8 @@ def stale_reason(recorded: Optional[dict], current: dict) -> Optional[str]:
     return ("its identity predates " + "; ".join(f"{c.commit}, which changed {c.component} ({c.what})"
                                                  for c in changes)
             + ": rerun it (the same command computes the new identity), or, if its versions.git_commit already "
-            "contains that commit, move it with `python -m repro.collect.publish --rekey`")
+            "contains that commit, move it with `repro rekey` (published records: `python -m repro.collect.publish "
+            "--rekey`)")
 
 
 def contains(commit: Optional[str], change: Change, repo: Path = ROOT) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 import repro.numerics as numerics
 import repro.prune.pipeline as pipeline
-from repro.collect import publish
+from repro.collect.rekey import rekey
 from repro.collect.records.load import load_records
 from repro.numerics import Change, numerics_fields
 from repro.record import git_commit, identity_of_fields
@@ -129,7 +129,7 @@ def test_rekey_moves_only_records_whose_code_had_the_change(tmp_path, monkeypatc
     old["identity"], old["versions"]["git_commit"] = identity_of_fields(old["identity_fields"]), "old"
     for r in (built, reuser, orphan, old):
         _published(tmp_path, r, r["identity"])
-    moves, stale = publish.rekey(tmp_path)
+    moves, stale = rekey(tmp_path, published=True)
     assert dict(moves)[built["identity"]] == current["identity"]         # the identity the code computes
     assert set(dict(moves)) == {built["identity"], reuser["identity"]}
     assert {i for i, _ in stale} == {orphan["identity"], old["identity"]}
@@ -137,7 +137,7 @@ def test_rekey_moves_only_records_whose_code_had_the_change(tmp_path, monkeypatc
     assert moved["prune_id"] == current["prune_id"] and moved["rekeyed"][0]["from"] == built["identity"]
     assert moved["metrics"] == current["metrics"]
     assert (tmp_path / "runs" / old["identity"]).is_dir() and not (tmp_path / "runs" / built["identity"]).exists()
-    assert publish.rekey(tmp_path)[0] == []                      # idempotent
+    assert rekey(tmp_path, published=True)[0] == []                      # idempotent
 
 
 def test_contains_reads_git_ancestry():

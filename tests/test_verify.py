@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from repro.collect import publish
+from repro.collect.rekey import rekey
 from repro.collect.verify import compare, locate_inputs, plan_rerun, runtime_notes, verify, verify_main
 from repro.fingerprint import fingerprint
 from repro.record import dotted_get, identity_of_fields
@@ -117,7 +117,7 @@ def test_a_record_from_before_a_field_existed_reruns_with_its_legacy_value_and_r
     dst = tmp_path / "published" / "runs" / old["identity"] / "result.json"
     dst.parent.mkdir(parents=True)
     dst.write_text(json.dumps(old))
-    moves, stale = publish.rekey(tmp_path / "published")
+    moves, stale = rekey(tmp_path / "published", published=True)
     assert moves == [(old["identity"], losa["identity"])] and stale == []
     moved = json.loads((tmp_path / "published" / "runs" / losa["identity"] / "result.json").read_text())
     assert moved["identity_fields"] == losa["identity_fields"] and moved["metrics"] == losa["metrics"]

@@ -3,6 +3,7 @@
     python -m repro.collect.publish --add results/runs/<id> ...   # copy runs' records into results/published/
     python -m repro.collect.publish                              # regenerate results/tables/ and README's blocks
     python -m repro.collect.publish --check                      # exit 1 if a generated file is stale (tests)
+    python -m repro.collect.publish --rekey                      # move records to today's identities (rekey.py)
 
 `results/published/runs/<identity>/result.json` holds the records every published number comes from (the record
 only: weights and artefacts stay in the run's own folder). `results/tables/` is `repro tables all --format all`
@@ -49,68 +50,6 @@ def _write(record: dict, published: Path) -> Path:
     record["run_dir"] = f"results/runs/{record['identity']}"
     dst.write_text(json.dumps(record, indent=2, default=str))
     return dst
-
-
-def rekey(published: Path = PUBLISHED) -> tuple[list, list]:
-    """Move published records to the identity the current code computes for what they ran, metrics untouched:
-    - a record whose identity lacks a code change that now names its method (repro/numerics.py `CHANGES`) moves
-      only when the code that made it already had the change: its `versions.git_commit` and, for a reused prune,
-      the commit that built the prune (`pruned_model.built_by`, else the published record that built it) must
-      contain the change's commit; otherwise it is stale and stays where it is (the collector skips it);
-    - a record made before a config field existed (`ADDED`) gets the value its code computed with, in its config
-      and identity fields (the field did not exist, so there is no ancestry to check).
-    The new identity comes from the record's own `identity_fields` (plus those two), so nothing is re-resolved
-    from paths of the machine that made it. `identity`, `identity_fields`, `prune_id`, `recover_id`, `run_dir`
-    are recomputed; the move is noted under `rekeyed`. Returns (moves [(old, new)], stale [(identity, why)])."""
-    import json
-
-    from repro.config import ConfigError, load_run_config, to_plain
-    from repro.numerics import contains, legacy_fields, outdated, record_numerics
-    from repro.record import dotted_get, dotted_set, identity_of_fields
-    from repro.stages import prune_fields, recover_fields
-
-    paths = sorted((published / "runs").glob("*/result.json"))
-    records = {path: json.loads(path.read_text()) for path in paths}
-    builders = {r["pruned_model"]["prune_id"]: (r.get("versions") or {}).get("git_commit")
-                for r in records.values() if (r.get("pruned_model") or {}).get("reused") is False}
-    moves, stale = [], []
-    for path, record in records.items():
-        fields = dict(record.get("identity_fields") or {})
-        try:
-            legacy = legacy_fields(record["config"], to_plain(load_run_config(record["config"])))
-        except (ConfigError, ValueError, TypeError) as e:
-            stale.append((record["identity"], f"its config no longer loads: {str(e).splitlines()[0]}"))
-            continue
-        recorded, numerics = record_numerics(record)
-        changes = outdated(recorded, numerics)
-        if not changes and not legacy:
-            continue
-        made_by = [(record.get("versions") or {}).get("git_commit")]
-        pruned = record.get("pruned_model") or {}
-        if pruned.get("reused"):
-            made_by.append(pruned.get("built_by") or builders.get(pruned.get("prune_id")))
-        missing = [c for c in changes if not all(contains(commit, c) for commit in made_by)]
-        if missing:
-            stale.append((record["identity"], "made by code without " + ", ".join(c.commit for c in missing)))
-            continue
-        fields = json.loads(json.dumps(fields))
-        for key, value in legacy.items():
-            dotted_set(record["config"], key, value)
-            if isinstance(dotted_get(fields, key.rpartition(".")[0]), dict):   # its group is in the identity
-                dotted_set(fields, key, value)
-        fields.pop("numerics", None)
-        fields.update({"numerics": numerics} if numerics else {})
-        prune_id = identity_of_fields(prune_fields(fields)) if record.get("prune_id") else None
-        recover_id = identity_of_fields(recover_fields(fields, prune_id)) if record.get("recover_id") else None
-        new = identity_of_fields(fields)
-        note = {"from": record["identity"], **({"numerics": [c.commit for c in changes]} if changes else {}),
-                **({"fields_added": legacy} if legacy else {})}
-        record.update(identity=new, identity_fields=fields, prune_id=prune_id, recover_id=recover_id,
-                      rekeyed=[*record.get("rekeyed", []), note])
-        _write(record, published)
-        shutil.rmtree(path.parent)
-        moves.append((note["from"], new))
-    return moves, stale
 
 
 def demo_block(published: Path = PUBLISHED) -> str:
@@ -187,7 +126,9 @@ def main(argv=None) -> None:
         for path in add_runs(args.add):
             print(path)
     if args.rekey:
-        moves, stale = rekey()
+        from repro.collect.rekey import rekey
+
+        moves, stale = rekey(PUBLISHED, published=True)
         for old, new in moves:
             print(f"re-keyed {old} -> {new}")
         for ident, why in stale:

@@ -118,12 +118,13 @@ def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: 
     changed = _changed_fields(fields, run.fields)
     if changed and set(changed) <= set(plan.legacy):       # only fields added since: the same computation
         plan.notes.append(f"made before {', '.join(sorted(changed))} existed, so today's identity of what it ran "
-                          f"is {run.identity} (`python -m repro.collect.publish --rekey` moves a published record)")
+                          f"is {run.identity} (`repro rekey` moves it and its stored stages; a published record: "
+                          "`python -m repro.collect.publish --rekey`)")
         return plan
     listed = ", ".join(f"{k} ({v[0]} -> {v[1]})" for k, v in changed.items())
     plan.problems.append(f"this code computes identity {run.identity}, not {record.get('identity')}: " + (
         record_staleness(record) or f"identity fields differ: {listed}; a config field added since the record "
-        "was made belongs in repro/numerics.py ADDED (then `python -m repro.collect.publish --rekey`)"))
+        "was made belongs in repro/numerics.py ADDED (then `repro rekey`)"))
     return plan
 
 
