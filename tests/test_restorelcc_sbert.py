@@ -38,10 +38,9 @@ def test_sbert_negatives_are_the_most_similar_other_response_by_that_model(tmp_p
 
     from repro.data.instruct import STANDIN, completion, load_rows
     from repro.recovery import lcc_probe
-    from repro.recovery.restorelcc import train_data
     from repro.run import execute
 
-    data = train_data(compose_run(*TINY).recovery)
+    data = compose_run(*TINY).recovery.train_data()
     responses = [completion(r, data) for r in load_rows(data)]
     assert data.path == str(STANDIN) and len(responses) == 12
     model_dir = tiny_sbert(tmp_path, responses)

@@ -40,14 +40,13 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from repro.config import ConfigError, check_choice, check_range
-from repro.data.sources import ASSETS
+from repro.data.sources import ASSETS, ROW_FILE_SUFFIXES, first_row
 
 STANDIN = ASSETS / "instruct-standin.jsonl"
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                    "the request.\n\n")
 ALPACA_PREAMBLE_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
                          "further context. Write a response that appropriately completes the request.\n\n")
-LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
 @dataclass
@@ -100,7 +99,7 @@ def parse_rows(rows: str, field: str = "recovery.data.rows") -> Tuple[int, int]:
 
 
 def _is_local(path: str) -> bool:
-    return Path(path).expanduser().suffix in LOCAL_SUFFIXES or Path(path).expanduser().exists()
+    return Path(path).expanduser().suffix in ROW_FILE_SUFFIXES or Path(path).expanduser().exists()
 
 
 def _needed_fields(cfg: InstructDataConfig) -> tuple:
@@ -119,24 +118,13 @@ def check_instruction_data(cfg: InstructDataConfig, field: str = "recovery.data.
     p = Path(cfg.path).expanduser()
     if not p.is_file():
         raise ConfigError(field, cfg.path, "an existing .json/.jsonl/.parquet file or a hub dataset id")
-    if p.suffix not in LOCAL_SUFFIXES:
+    if p.suffix not in ROW_FILE_SUFFIXES:
         raise ConfigError(field, cfg.path, "a .json, .jsonl or .parquet file")
-    first = _first_row(p)
+    first = first_row(p)
     missing = [f for f in _needed_fields(cfg) if f not in first]
     if missing:
         raise ConfigError(field, cfg.path, f"rows with the fields {list(_needed_fields(cfg))} for "
                           f"recovery.data.format={cfg.format} (missing {missing}; found {sorted(first)})")
-
-
-def _first_row(p: Path) -> dict:
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        return pq.read_table(p).slice(0, 1).to_pylist()[0]
-    text = p.read_text()
-    if p.suffix == ".jsonl":
-        return json.loads(text.splitlines()[0])
-    data = json.loads(text)
-    return data[0] if isinstance(data, list) else data
 
 
 def load_rows(cfg: InstructDataConfig, rows: Optional[str] = None):

@@ -7,6 +7,7 @@ are the same code path as the hub's.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +15,7 @@ from typing import List, Optional
 from repro.config import ConfigError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ROW_FILE_SUFFIXES = (".json", ".jsonl", ".parquet")      # local files of records (instruction and task rows)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,18 @@ def _use_parquet(h: HubSource, hub_path: Optional[str]) -> bool:
     import datasets
 
     return h.parquet is not None and hub_path is None and int(datasets.__version__.split(".")[0]) >= 4
+
+
+def first_row(p: Path) -> dict:
+    """The first record of a local .json (a list or one object), .jsonl or .parquet file, read cheaply."""
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        return pq.read_table(p).slice(0, 1).to_pylist()[0]
+    text = p.read_text()
+    if p.suffix == ".jsonl":
+        return json.loads(text.splitlines()[0])
+    data = json.loads(text)
+    return data[0] if isinstance(data, list) else data
 
 
 def check_local(field: str, local_path: Optional[str]) -> None:

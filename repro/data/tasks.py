@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from repro.config import ConfigError
-from repro.data.instruct import LOCAL_SUFFIXES, _first_row
+from repro.data.sources import ROW_FILE_SUFFIXES, first_row
 from repro.data.sources import ASSETS
 
 STANDIN_DIR = ASSETS / "task_standins"
@@ -87,10 +87,10 @@ def check_task_data(task: str, path: Optional[str], field: str) -> None:
     p = task_file(task, path)
     if p is None:
         return
-    if not p.is_file() or p.suffix not in LOCAL_SUFFIXES:
+    if not p.is_file() or p.suffix not in ROW_FILE_SUFFIXES:
         raise ConfigError(field, path, f"a .json/.jsonl/.parquet file in the {TASKS[task].hub} schema, or a "
                           f"directory holding {task}.jsonl (null = the hub dataset)")
-    first = _first_row(p)
+    first = first_row(p)
     missing = [f for f in TASKS[task].fields if f not in first]
     if missing:
         raise ConfigError(field, path, f"{task} rows with the fields {list(TASKS[task].fields)} "

@@ -109,9 +109,8 @@ def choice_negatives(rows, cfg) -> list[str]:
 def probe_pairs(rows, cfg) -> tuple[list[str], list[str], list[str], dict]:
     """(prompts, positive texts, negative texts, report) of the first `probe_samples` rows."""
     from repro.data.instruct import completion, format_prompt
-    from repro.recovery.restorelcc import train_data
 
-    data = train_data(cfg)
+    data = cfg.train_data()
     prompts = [format_prompt(r, data) for r in rows]
     responses = [completion(r, data) for r in rows]
     if data.task is None:
@@ -136,9 +135,8 @@ def probe_pairs(rows, cfg) -> tuple[list[str], list[str], list[str], dict]:
 def _data_fields(cfg, only=None) -> dict:
     """The training-data settings (`only`: those named), a local file counted by its content, not its location."""
     from repro.fingerprint import fingerprint
-    from repro.recovery.restorelcc import train_data
 
-    data = asdict(train_data(cfg))
+    data = asdict(cfg.train_data())
     if only is not None:
         data = {k: data[k] for k in only}
     for name in ("path", "task_path"):

@@ -51,7 +51,6 @@ def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str
     """The cached activation statistics of this pruned model (computed from the prompts when absent)."""
     from repro.data.instruct import format_prompt
     from repro.models.loading import load_model
-    from repro.recovery.restorelcc import train_data
 
     key, folder = cache_dir(cache_root, cfg, prune_id, stats=True)
     path = folder / "stats.pt"
@@ -59,7 +58,7 @@ def head_stats(model, tokenizer, rows, cfg, run, cache_root: Path, prune_id: str
         log.info("restorelcc: reusing the activation statistics %s", path)
         return {**torch.load(path, weights_only=True), "key": key, "path": str(path), "reused": True}
     t0 = time.perf_counter()
-    prompts = [format_prompt(r, train_data(cfg)) for r in rows[:cfg.probe_samples]]
+    prompts = [format_prompt(r, cfg.train_data()) for r in rows[:cfg.probe_samples]]
     z_pruned = capture_texts(model, tokenizer, prompts, cfg.probe_max_length, cfg.capture_batch)
     dense, _ = load_model(run.model, seed=run.seed)
     try:

@@ -35,7 +35,7 @@ is the general recovery on `data`. Offline: synthetic stand-in rows (env=offline
 Why `recovery.task` and not `recovery.data.task` (the baselines' spelling, recovery=lofit|lora|dora): here the task
 also picks the probe pairs (label swap / most similar choice) and has the value `alpaca`, `task_samples` (200)
 replaces the Alpaca subset (2000), and both fields are in every stored RestoreLCC run's identity; `data.task` is
-refused with a ConfigError naming `recovery.task` (train_data() maps one onto the other).
+refused with a ConfigError naming `recovery.task` (`RestoreLccConfig.train_data()` maps one onto the other).
 
 Artifacts (`workdir`, the recover stage's folder): `compensation.safetensors` (per layer: selected heads, c, and
 beta / b where trained) and `training.json`; when both exist they are folded again without probing or training (eval-only changes).
@@ -139,13 +139,12 @@ class RestoreLccConfig(MethodConfig):
             raise ConfigError("recovery.data.format", self.data.format,
                               "'alpaca' (RestoreLCC needs instruction/input/output rows to build probe pairs)")
 
-
-def train_data(cfg: RestoreLccConfig) -> InstructDataConfig:
-    """The rows RestoreLCC probes and trains on: `recovery.data` for alpaca, else `task_samples` rows of the task
-    (repro/data/tasks.py; `data.task_path`, `max_length`, `seed`, `rows`, `val_fraction` still apply)."""
-    if cfg.task == "alpaca":
-        return cfg.data
-    return dataclasses.replace(cfg.data, task=cfg.task, subset=cfg.task_samples)
+    def train_data(self) -> InstructDataConfig:
+        """The rows RestoreLCC probes and trains on: `recovery.data` for alpaca, else `task_samples` rows of the
+        task (repro/data/tasks.py; `data.task_path`, `max_length`, `seed`, `rows`, `val_fraction` still apply)."""
+        if self.task == "alpaca":
+            return self.data
+        return dataclasses.replace(self.data, task=self.task, subset=self.task_samples)
 
 
 def known_architecture(model_cfg) -> dict | None:
@@ -257,7 +256,7 @@ def _load_comps(path: Path) -> dict[int, dict[int, torch.Tensor]]:
 class RestoreLccRecovery(Recovery):
     def check(self, run) -> None:
         super().check(run)
-        check_instruction_data(train_data(self.cfg))
+        check_instruction_data(self.cfg.train_data())
         check_negatives(self.cfg)
         arch = known_architecture(run.model)
         if arch is not None:
@@ -273,7 +272,7 @@ class RestoreLccRecovery(Recovery):
         check_architecture({"model_type": mc.model_type, "layers": n_layers, "heads": n_heads, "head_dim": head_dim},
                            cfg)
         comp_file, train_file = workdir / "compensation.safetensors", workdir / "training.json"
-        report = {"method": "restorelcc", "task": cfg.task, "data": describe(train_data(cfg)), "heads_total": n_layers * n_heads,
+        report = {"method": "restorelcc", "task": cfg.task, "data": describe(cfg.train_data()), "heads_total": n_layers * n_heads,
                   "compensation": str(comp_file)}
         if comp_file.is_file() and train_file.is_file():
             log.info("restorelcc: reusing the learned compensation %s", comp_file)
@@ -295,7 +294,7 @@ class RestoreLccRecovery(Recovery):
 
     def _learn(self, model, tokenizer, run, prune_id: str, workdir: Path, comp_file: Path) -> tuple:
         cfg = self.cfg
-        data = train_data(cfg)
+        data = cfg.train_data()
         rows = list(load_rows(data))
         n_heads = head_shape(model.config)[0]
         live = live_heads(model, n_heads)
