@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
 
+from prune_bench import peak_memory_gib
 from shapes import SHAPES, build_model
 
 DEFAULTS = {"7b": dict(dtype="float16", device="cuda"), "small": dict(dtype="float32", device="cpu")}
-
-
-def peak_gib(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def main(argv=None) -> None:
@@ -60,7 +54,7 @@ def main(argv=None) -> None:
         print(json.dumps({"bench": "ppl", "shape": args.shape, "dtype": str(dtype).replace("torch.", ""),
                           "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
                           "windows": n, "seqlen": args.seqlen, "batch_size": batch_size,
-                          "wall_s": round(time.perf_counter() - t0, 3), "peak_gib": round(peak_gib(device), 2),
+                          "wall_s": round(time.perf_counter() - t0, 3), "peak_gib": round(peak_memory_gib(device), 2),
                           "ppl": ppl, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
 
 

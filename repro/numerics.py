@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from repro.record import dotted_get
+from repro.record import dotted_get, dotted_has
 
 STAGES = ("prune", "recover", "evaluate")
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,16 +80,10 @@ ADDED: tuple = (
 )
 
 
-def _has(node, dotted: str) -> bool:
-    *parents, leaf = dotted.split(".")
-    node = dotted_get(node, ".".join(parents)) if parents else node
-    return isinstance(node, dict) and leaf in node
-
-
 def legacy_fields(recorded_cfg: dict, current_cfg: dict) -> dict:
     """{field: legacy value} of each field in `ADDED` that a record's config lacks and this code's schema has
     (`current_cfg`: the record's config as this code loads it, with every field filled in)."""
-    return {a.field: a.legacy for a in ADDED if _has(current_cfg, a.field) and not _has(recorded_cfg, a.field)}
+    return {a.field: a.legacy for a in ADDED if dotted_has(current_cfg, a.field) and not dotted_has(recorded_cfg, a.field)}
 
 
 def numerics_fields(plain_cfg: dict) -> dict:

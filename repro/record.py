@@ -56,10 +56,22 @@ def dotted_set(d: dict, dotted: str, value) -> None:
     d[leaf] = value
 
 
-def _drop(d: dict, dotted: str) -> None:
+def _parent(d: dict, dotted: str) -> tuple:
+    """(the dict holding the leaf of 'a.b.c', or None; 'c')."""
     parent, _, leaf = dotted.rpartition(".")
     node = dotted_get(d, parent) if parent else d
-    if isinstance(node, dict):
+    return (node if isinstance(node, dict) else None), leaf
+
+
+def dotted_has(d: dict, dotted: str) -> bool:
+    """Whether 'a.b' is present in d (even with the value None)."""
+    node, leaf = _parent(d, dotted)
+    return node is not None and leaf in node
+
+
+def _drop(d: dict, dotted: str) -> None:
+    node, leaf = _parent(d, dotted)
+    if node is not None:
         node.pop(leaf, None)
 
 

@@ -285,6 +285,7 @@ def test_diff_names_what_differs(tmp_path, capsys):
     a = make_record(ppl=6.42)
     b = make_record(ppl=7.0, seqlen=2048)
     b["config"]["calib"]["nsamples"] = 64
+    a["runtime"], b["runtime"] = {"torch_threads": 1}, {"torch_threads": 2}
     b["identity"] = identity(b["config"])
     b["identity_fields"] = identity_fields(b["config"])
     da, db = write_record(results, a), write_record(results, b)
@@ -296,7 +297,7 @@ def test_diff_names_what_differs(tmp_path, capsys):
     assert m["delta"] == pytest.approx(0.58) and m["rel_delta"] == pytest.approx(0.58 / 6.42)
     diff_main([a["identity"][:8], str(db), "--results", str(results)])
     out = capsys.readouterr().out
-    assert "* calib.nsamples: 128 -> 64" in out and "Δ +0.58" in out
+    assert "* calib.nsamples: 128 -> 64" in out and "Δ +0.58" in out and "torch_threads: 1 -> 2" in out
     with pytest.raises(SystemExit):
         diff_main(["ffffffff", str(da), "--results", str(results)])
     assert "an identity under" in capsys.readouterr().err

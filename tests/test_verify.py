@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from repro.collect import publish
 from repro.collect.rekey import rekey
@@ -52,6 +53,11 @@ def test_a_rerun_from_the_record_reproduces_it_bit_for_bit(tmp_path, monkeypatch
     assert (tmp_path / "verify" / "runs" / record["identity"] / "result.json").is_file()   # scratch, not results/
     saved = json.loads((tmp_path / "verify" / "verify" / f"{record['identity']}.json").read_text())
     assert saved["verdict"] == "reproduced"
+
+    default = torch.get_num_threads()                             # reruns at the record's thread count, then back
+    one_thread = {**record, "runtime": {**record["runtime"], "torch_threads": 1}}
+    report = verify(one_thread, tmp_path / "verify", maps=[(str(tmp_path / "a"), str(tmp_path / "b"))])
+    assert report["threads"] == 1 and torch.get_num_threads() == default
 
     (tmp_path / "b" / "calib.txt").write_bytes(TEXT[:-1] + b"!")   # same path, other content: not attempted
     report = verify(record, tmp_path / "verify", maps=[(str(tmp_path / "a"), str(tmp_path / "b"))])

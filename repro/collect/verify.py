@@ -35,16 +35,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.record import dotted_get, dotted_set, flatten
+from repro.collect.compare.runs import changed_fields, diff_records
+from repro.record import dotted_get, dotted_set
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRATCH = "results/verify"          # where reruns go unless --out says otherwise (gitignored)
 UNJUDGED = ("speed.",)               # metric prefixes that are timings: shown, not compared
 
 
 @dataclass
 class Plan:
-    """What a rerun of `record` would execute, and why it cannot (problems) if it cannot."""
-    record: dict
+    """What a rerun of a record would execute, and why it cannot (problems) if it cannot."""
     cfg: dict
     moved: list = field(default_factory=list)        # [(field, recorded path, path here)]
     problems: list = field(default_factory=list)
@@ -88,7 +89,7 @@ def locate_inputs(cfg: dict, recorded: dict, maps=(), root: Path = ROOT) -> tupl
     return moved, problems
 
 
-def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: Path = ROOT) -> Plan:
+def plan_rerun(record: dict, out: str | Path = SCRATCH, maps=(), root: Path = ROOT) -> Plan:
     """The config that reruns `record` here (scratch results folder, force, no logger), its inputs located by
     content and its identity recomputed; pure apart from fingerprinting files."""
     from repro.config import ConfigError, load_run_config, to_plain
@@ -96,7 +97,7 @@ def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: 
     from repro.stages import resolve
 
     cfg = copy.deepcopy(record.get("config") or {})
-    plan = Plan(record=record, cfg=cfg)
+    plan = Plan(cfg=cfg)
     if record.get("status") != "ok":
         plan.problems.append(f"status is {record.get('status')!r}: only ok records have numbers to reproduce")
         return plan
@@ -115,7 +116,7 @@ def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: 
     plan.identity = run.identity
     if run.identity == record.get("identity") or plan.problems:
         return plan
-    changed = _changed_fields(fields, run.fields)
+    changed = {k: (x, y) for k, x, y in changed_fields(fields, run.fields)}
     if changed and set(changed) <= set(plan.legacy):       # only fields added since: the same computation
         plan.notes.append(f"made before {', '.join(sorted(changed))} existed, so today's identity of what it ran "
                           f"is {run.identity} (`repro rekey` moves it and its stored stages; a published record: "
@@ -126,13 +127,6 @@ def plan_rerun(record: dict, out: str | Path = "results/verify", maps=(), root: 
         record_staleness(record) or f"identity fields differ: {listed}; a config field added since the record "
         "was made belongs in repro/numerics.py ADDED (then `repro rekey`)"))
     return plan
-
-
-def _changed_fields(a: dict, b: dict) -> dict:
-    """{dotted field: (value in a, value in b)} of the identity fields that differ ('<absent>' where missing)."""
-    fa, fb = flatten(a), flatten(b)
-    return {k: (fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in sorted(set(fa) | set(fb))
-            if fa.get(k, "<absent>") != fb.get(k, "<absent>")}
 
 
 def _numbers(value) -> list | None:
@@ -160,14 +154,13 @@ def _rel(a: float, b: float) -> float:
 
 def compare(recorded: dict, rerun: dict, rtol: float = 1e-4) -> list:
     """One row per metric (and the measured sparsity): recorded, rerun, the largest relative difference and the
-    verdict: identical | within | differs | missing | timing (shown only)."""
-    ours = flatten(recorded.get("metrics") or {})
-    theirs = flatten(rerun.get("metrics") or {})
-    ours["sparsity.overall"] = (recorded.get("sparsity") or {}).get("overall")
-    theirs["sparsity.overall"] = (rerun.get("sparsity") or {}).get("overall")
+    verdict: identical | within | differs | missing | timing (shown only). The pairs come from `repro diff`'s
+    `diff_records`; lists (a Pareto front) are compared element by element."""
+    d = diff_records(recorded, rerun)
+    pairs = [(m["metric"], m["a"], m["b"]) for m in d["metrics"]]
+    pairs.append(("sparsity.overall", d["sparsity"]["a"], d["sparsity"]["b"]))
     rows = []
-    for key in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(key), theirs.get(key)
+    for key, a, b in sorted(pairs):
         row = {"metric": key, "recorded": a, "rerun": b, "rel_delta": None}
         na, nb = _numbers(a), _numbers(b)
         if key.startswith(UNJUDGED):
@@ -187,21 +180,16 @@ def compare(recorded: dict, rerun: dict, rtol: float = 1e-4) -> list:
 def runtime_notes(recorded: dict, rerun: dict, differs: bool = True) -> list:
     """What was not the same between the two computations, outside the identity (where differences come from;
     `differs`: a number differed, so say too what the record cannot tell)."""
+    d = diff_records(recorded, rerun)
     notes = []
-    ra, rb = recorded.get("runtime"), rerun.get("runtime") or {}
-    if not ra and differs:
+    if not recorded.get("runtime") and differs:
         notes.append("the record predates `runtime` (thread count, CPU capability, GPU): CPU reductions split by "
                      "thread count can move near-tie masks, so a small difference may be only that")
-    elif ra:
-        notes += [f"runtime.{k}: {ra.get(k)} recorded, {rb.get(k)} here" for k in sorted(set(ra) | set(rb))
-                  if ra.get(k) != rb.get(k)]
-    va, vb = recorded.get("versions") or {}, rerun.get("versions") or {}
-    notes += [f"versions.{k}: {va.get(k)} recorded, {vb.get(k)} here" for k in sorted(set(va) | set(vb))
-              if va.get(k) != vb.get(k)]
-    return notes
+    sections = (["runtime"] if recorded.get("runtime") else []) + ["versions"]
+    return notes + [f"{s}.{c['field']}: {c['a']} recorded, {c['b']} here" for s in sections for c in d[s]]
 
 
-def verify(record: dict, out: str | Path = "results/verify", maps=(), rtol: float = 1e-4,
+def verify(record: dict, out: str | Path = SCRATCH, maps=(), rtol: float = 1e-4,
            threads: int | None = None, dry_run: bool = False, source: str | None = None) -> dict:
     """Plan, then (unless dry_run or the plan has problems) rerun `record` and compare. Returns the report
     (`source`: where the record was read, for the report; default its `run_dir`)."""
@@ -218,14 +206,18 @@ def verify(record: dict, out: str | Path = "results/verify", maps=(), rtol: floa
     from repro.run import execute
 
     threads = threads or (record.get("runtime") or {}).get("torch_threads")
-    if threads:
-        torch.set_num_threads(int(threads))
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads or default_threads))
     t0 = time.perf_counter()
-    rerun = execute(plan.cfg)
+    try:
+        rerun = execute(plan.cfg)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default_threads)       # the next record of the same call starts from the default
     rows = compare(record, rerun, rtol)
     reproduced = all(r["verdict"] in ("identical", "within", "timing") for r in rows)
     report.update(rerun=rerun.get("run_dir"), wall_s=round(time.perf_counter() - t0, 1), metrics=rows,
-                  notes=runtime_notes(record, rerun, differs=not reproduced), threads=torch.get_num_threads(),
+                  notes=runtime_notes(record, rerun, differs=not reproduced), threads=used_threads,
                   verdict="reproduced" if reproduced else "differs")
     path = Path(out) / "verify" / f"{record.get('identity')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +270,7 @@ def verify_main(argv) -> None:
     p.add_argument("runs", nargs="+", help="run directories, result.json files, or identities under --results")
     p.add_argument("--results", default=os.environ.get("REPRO_RESULTS", "results"),
                    help="where identities are looked up (default $REPRO_RESULTS or results)")
-    p.add_argument("--out", default="results/verify", help="scratch results folder for the reruns")
+    p.add_argument("--out", default=SCRATCH, help="scratch results folder for the reruns")
     p.add_argument("--map", action="append", type=_map, default=[], metavar="OLD=NEW",
                    help="rewrite a recorded input path prefix (repeatable)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative difference still counted as reproduced")

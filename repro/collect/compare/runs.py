@@ -5,14 +5,15 @@
 
 Sections: the config fields that differ (marked `*` when they are part of the identity, i.e. change numbers),
 the protocol fingerprint (seqlen, data sources, windows, calibration picks...), every metric (A, B, Δ, relative
-Δ), the measured sparsity, versions and timings.
+Δ), the measured sparsity, versions, runtime (thread count, CPU capability, GPU) and timings.
 """
 from __future__ import annotations
 
 from repro.record import flatten
 
 
-def _changed(a: dict, b: dict) -> list:
+def changed_fields(a: dict, b: dict) -> list:
+    """[(dotted field, value in a, value in b)] of the leaves that differ ('<absent>' where one lacks it)."""
     fa, fb = flatten(a or {}), flatten(b or {})
     return [(k, fa.get(k, "<absent>"), fb.get(k, "<absent>")) for k in sorted(set(fa) | set(fb))
             if fa.get(k, "<absent>") != fb.get(k, "<absent>")]
@@ -32,12 +33,13 @@ def diff_records(a: dict, b: dict) -> dict:
         "b": {"run_dir": b.get("run_dir"), "identity": b.get("identity"), "status": b.get("status")},
         "same_identity": a.get("identity") == b.get("identity"),
         "config": [{"field": k, "a": x, "b": y, "identity": k in ident} for k, x, y in
-                   _changed(a.get("config"), b.get("config"))],
-        "protocol": [{"field": k, "a": x, "b": y} for k, x, y in _changed(a.get("protocol"), b.get("protocol"))],
+                   changed_fields(a.get("config"), b.get("config"))],
+        "protocol": [{"field": k, "a": x, "b": y} for k, x, y in changed_fields(a.get("protocol"), b.get("protocol"))],
         "metrics": metrics,
         "sparsity": {"a": (a.get("sparsity") or {}).get("overall"), "b": (b.get("sparsity") or {}).get("overall")},
-        "versions": [{"field": k, "a": x, "b": y} for k, x, y in _changed(a.get("versions"), b.get("versions"))],
-        "timings": [{"field": k, "a": x, "b": y} for k, x, y in _changed(a.get("timings"), b.get("timings"))],
+        "versions": [{"field": k, "a": x, "b": y} for k, x, y in changed_fields(a.get("versions"), b.get("versions"))],
+        "runtime": [{"field": k, "a": x, "b": y} for k, x, y in changed_fields(a.get("runtime"), b.get("runtime"))],
+        "timings": [{"field": k, "a": x, "b": y} for k, x, y in changed_fields(a.get("timings"), b.get("timings"))],
     }
 
 

@@ -31,6 +31,8 @@ def format_diff(d: dict) -> str:
     out.append(f"\nmeasured sparsity: {_v(s['a'])} -> {_v(s['b'])}")
     out.append(f"\nversions ({len(d['versions'])} differ):")
     out += [f"    {c['field']}: {_v(c['a'])} -> {_v(c['b'])}" for c in d["versions"]] or ["    (none)"]
+    out.append(f"\nruntime ({len(d['runtime'])} differ; outside the identity, CPU reductions split by thread count):")
+    out += [f"    {c['field']}: {_v(c['a'])} -> {_v(c['b'])}" for c in d["runtime"]] or ["    (none)"]
     out.append("\ntimings:")
     out += [f"    {c['field']}: {_v(c['a'])} -> {_v(c['b'])}" for c in d["timings"]] or ["    (none)"]
     return "\n".join(out)
